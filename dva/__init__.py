@@ -1,0 +1,1 @@
+"""dva: Diffusion Video Autoencoders for face video editing, at cluster scale."""

@@ -1,0 +1,37 @@
+"""The `dva` command. Each subcommand lives beside the code it drives and parses its own arguments."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from dva.errors import DvaError
+
+# name -> ("module:function(argv) -> int", one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "face-crop": ("dva.face.crop_video:cli", "write the aligned face-crop video and quads of one video"),
+    "convert-reference": ("dva.models.reference.convert:cli", "convert the released reference DVA checkpoint"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: dva COMMAND [ARGS]\n\ncommands:")
+        for name, (_, help_) in COMMANDS.items():
+            print(f"  {name:20s} {help_}")
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"dva: unknown command {name!r}; run `dva --help` for the list", file=sys.stderr)
+        return 2
+    module, fn = COMMANDS[name][0].split(":")
+    try:
+        return int(getattr(importlib.import_module(module), fn)(rest) or 0)
+    except DvaError as err:
+        print(f"dva {name}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

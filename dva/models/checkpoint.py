@@ -1,0 +1,84 @@
+"""dva checkpoints: one safetensors file holding the trainable weights (EMA by default) and the model config.
+
+`load_model` builds a model from a `ModelConfig` and, when `checkpoint` is set, loads it from a local path or s3://
+URI. A reference Lightning `.ckpt` is converted on the fly (see `dva.models.reference.convert`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from dva.config import merge_config, to_yaml
+from dva.errors import MissingWeightsError
+from dva.models.autoencoder import DiffusionVideoAutoencoder
+from dva.models.config import ModelConfig
+from dva.storage import local_path
+
+FORMAT = "dva-checkpoint-v1"
+
+
+def save_checkpoint(path: str | Path, model: DiffusionVideoAutoencoder,
+                    weights: dict[str, torch.Tensor] | None = None, *, kind: str = "ema") -> Path:
+    """Write `weights` (default: the model's trainable state) and the model config to `path` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().float().contiguous().cpu() for k, v in (weights or model.trainable_state_dict()).items()}
+    tmp = path.with_name(f".{path.name}.partial")
+    save_file(state, str(tmp), metadata={"format": FORMAT, "weights": kind, "config": to_yaml(model.cfg)})
+    tmp.replace(path)
+    return path
+
+
+def read_checkpoint(uri: str, config_key: str = "model.checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a dva checkpoint; a wrong or damaged file names itself and the config key."""
+    path = local_path(uri, config_key=config_key)
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise MissingWeightsError(uri, config_key, f"is not a readable safetensors file ({err})") from None
+    if meta.get("format") != FORMAT:
+        raise MissingWeightsError(
+            uri, config_key, f"lacks the `format: {FORMAT}` metadata; convert reference checkpoints with "
+            "`dva convert-reference`")
+    return state, meta
+
+
+def checkpoint_config(uri: str, config_key: str = "model.checkpoint") -> ModelConfig:
+    """The ModelConfig stored inside a dva checkpoint."""
+    _, meta = read_checkpoint(uri, config_key)
+    return merge_config(ModelConfig, [OmegaConf.create(meta["config"])])
+
+
+def load_model(cfg: ModelConfig, device: str | torch.device = "cpu", config_key: str = "model.checkpoint"
+               ) -> DiffusionVideoAutoencoder:
+    """Build the model of `cfg` in eval mode on `device`, with the checkpoint's weights when one is configured."""
+    model = DiffusionVideoAutoencoder(cfg)
+    if cfg.checkpoint:
+        if str(cfg.checkpoint).endswith(".ckpt"):
+            from dva.models.reference.convert import reference_state_dict
+
+            state = reference_state_dict(cfg.checkpoint, use_ema=cfg.use_ema, config_key=config_key)
+        else:
+            state, _ = read_checkpoint(cfg.checkpoint, config_key)
+        expected = model.trainable_state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(k for k in set(state) - set(expected) if k.startswith(("z_face.", "unet.")))
+        wrong = sorted(k for k in expected if k in state and state[k].shape != expected[k].shape)
+        if missing or unexpected or wrong:
+            detail = "; ".join(
+                f"{what}: {keys[:3]}{'…' if len(keys) > 3 else ''} ({len(keys)})"
+                for what, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                                   ("wrong shapes", wrong)) if keys)
+            raise MissingWeightsError(str(cfg.checkpoint), config_key,
+                                      f"does not fit model config {cfg.name!r}: {detail}")
+        model.load_state_dict(state, strict=False)
+    return model.to(device).eval()

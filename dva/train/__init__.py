@@ -1,0 +1,1 @@
+"""Training: the single-process step (loop.py) and its Ray Train wrapper."""

@@ -1,0 +1,34 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from dva.config import load_config  # noqa: E402
+from dva.models.autoencoder import DiffusionVideoAutoencoder  # noqa: E402
+from dva.models.config import ModelConfig  # noqa: E402
+from dva.models.unet import UNet  # noqa: E402
+
+
+@pytest.fixture
+def tiny_config() -> ModelConfig:
+    return load_config(ModelConfig, "tiny", group="model")
+
+
+@pytest.fixture
+def tiny_model(tiny_config) -> DiffusionVideoAutoencoder:
+    torch.manual_seed(0)
+    return DiffusionVideoAutoencoder(tiny_config).eval()
+
+
+@pytest.fixture
+def random_tiny_unet(tiny_config) -> UNet:
+    """The tiny UNet with every weight drawn at random, zero-initialised layers included, so all paths matter."""
+    torch.manual_seed(0)
+    unet = UNet(tiny_config.unet).eval()
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.copy_(torch.randn_like(p) / max(1, p[0].numel()) ** 0.5)
+    return unet
