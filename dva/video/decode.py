@@ -1,0 +1,168 @@
+"""Streaming video decode (PyAV) from local paths or fsspec URIs, one upright RGB frame at a time.
+
+Frames are never collected: callers get an iterator (or fixed-length chunks) and keep what they need. Rotation
+metadata (the display matrix phones write for portrait video) is applied, so frames come out the way a player
+shows them and `VideoInfo.width/height` are the upright size.
+
+Bad input policy, so jobs can record a clear per-video error:
+- missing, zero-byte, non-video or audio-only files raise VideoError at open;
+- an mp4 whose index (moov) is cut off cannot be opened: VideoError;
+- an mp4 whose index survived but whose data is cut off yields the frames that are there, then raises VideoError
+  (for the cut packet, or because more than `TRUNCATION_SLACK` of the indexed frames never came). A two-pass job
+  therefore fails in its first pass, before writing anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Iterable, Iterator
+
+import av
+import fsspec
+import numpy as np
+
+from dva.errors import VideoError
+from dva.storage import is_remote, open_file
+
+# Edit lists may legitimately hide a couple of the indexed frames (B-frame priming); more than this is truncation.
+TRUNCATION_SLACK = 2
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a job needs to know about a source video before decoding it."""
+
+    uri: str
+    fps: Fraction
+    time_base: Fraction
+    num_frames: int | None  # from the container index; None where the container does not say (e.g. some mkv)
+    width: int  # upright, after rotation
+    height: int
+    rotation: int  # degrees a player turns the stored frames clockwise: 0, 90, 180 or 270
+    has_audio: bool
+    duration: float | None  # seconds of the video stream, where known
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.width, self.height
+
+
+def _byte_size(uri: str) -> int:
+    try:
+        fs, path = fsspec.core.url_to_fs(uri)
+        return int(fs.size(path))
+    except FileNotFoundError:
+        raise VideoError(f"{uri}: does not exist") from None
+    except Exception as err:
+        raise VideoError(f"{uri}: cannot be reached ({type(err).__name__}: {err})") from None
+
+
+@contextlib.contextmanager
+def open_container(uri: str, need_video: bool = True) -> Iterator[av.container.InputContainer]:
+    """Open `uri` with PyAV, turning every way it can fail into a VideoError that names the file."""
+    uri = str(uri)
+    if _byte_size(uri) == 0:
+        raise VideoError(f"{uri}: the file is empty (0 bytes)")
+    source = open_file(uri) if is_remote(uri) else uri.removeprefix("file://")
+    try:
+        try:
+            container = av.open(source, "r", metadata_errors="ignore")
+        except av.FFmpegError as err:
+            raise VideoError(
+                f"{uri}: cannot be opened as a video ({err.strerror or err}); it is truncated, corrupt or not a video"
+            ) from None
+        try:
+            if not (container.streams.video or container.streams.audio):  # e.g. an mp4 cut inside its index
+                raise VideoError(f"{uri}: no audio or video stream; it is truncated, corrupt or not a video")
+            if need_video and not container.streams.video:
+                raise VideoError(f"{uri}: has no video stream")
+            yield container
+        finally:
+            container.close()
+    finally:
+        if not isinstance(source, str):
+            source.close()
+
+
+def _upright(frame: av.VideoFrame) -> np.ndarray:
+    rgb = frame.to_ndarray(format="rgb24")
+    quarter_turns = round(frame.rotation / 90) % 4  # PyAV: counter-clockwise degrees, np.rot90 turns the same way
+    return np.ascontiguousarray(np.rot90(rgb, quarter_turns)) if quarter_turns else rgb
+
+
+def _decoded(container: av.container.InputContainer, uri: str, threaded: bool) -> Iterator[av.VideoFrame]:
+    stream = container.streams.video[0]
+    if threaded:  # frame threads buffer several packets before the first frame comes out
+        stream.thread_type = "AUTO"
+    try:
+        yield from container.decode(stream)
+    except av.FFmpegError as err:
+        raise VideoError(f"{uri}: corrupt video data ({err.strerror or err})") from None
+
+
+def probe(uri: str) -> VideoInfo:
+    """Read the container header and the first frame (for rotation, and to prove the video decodes)."""
+    uri = str(uri)
+    with open_container(uri) as container:
+        stream = container.streams.video[0]
+        first = next(_decoded(container, uri, threaded=False), None)
+        if first is None:
+            raise VideoError(f"{uri}: the video stream has no decodable frame")
+        fps = stream.average_rate or stream.guessed_rate or stream.base_rate
+        if not fps:
+            raise VideoError(f"{uri}: the frame rate is unknown")
+        quarter_turns = round(first.rotation / 90) % 4
+        swap = quarter_turns % 2 == 1
+        if stream.duration is not None and stream.time_base:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / av.time_base
+        else:
+            duration = None
+        return VideoInfo(
+            uri=uri,
+            fps=Fraction(fps),
+            time_base=Fraction(stream.time_base),
+            num_frames=stream.frames or None,
+            width=first.height if swap else first.width,
+            height=first.width if swap else first.height,
+            rotation=(-90 * quarter_turns) % 360,
+            has_audio=bool(container.streams.audio),
+            duration=duration,
+        )
+
+
+def iter_frames(uri: str) -> Iterator[np.ndarray]:
+    """Yield upright RGB uint8 frames [H, W, 3] one at a time; raise VideoError on a truncated or corrupt file."""
+    uri = str(uri)
+    with open_container(uri) as container:
+        expected = container.streams.video[0].frames or None
+        count = 0
+        for frame in _decoded(container, uri, threaded=True):
+            count += 1
+            yield _upright(frame)
+    if count == 0:
+        raise VideoError(f"{uri}: the video stream has no decodable frame")
+    if expected is not None and count < expected - TRUNCATION_SLACK:
+        raise VideoError(f"{uri}: truncated: only {count} of the {expected} indexed frames could be decoded")
+
+
+def stack_chunks(frames: Iterable[np.ndarray], chunk_len: int) -> Iterator[np.ndarray]:
+    """Stack any frame (or crop) stream into arrays [n, H, W, 3] of `chunk_len` items (the last may be shorter)."""
+    if chunk_len < 1:
+        raise ValueError(f"chunk_len must be >= 1, got {chunk_len}")
+    chunk: list[np.ndarray] = []
+    for frame in frames:
+        chunk.append(frame)
+        if len(chunk) == chunk_len:
+            yield np.stack(chunk)
+            chunk = []
+    if chunk:
+        yield np.stack(chunk)
+
+
+def iter_chunks(uri: str, chunk_len: int) -> Iterator[np.ndarray]:
+    """The video's upright frames in chunks [n, H, W, 3] of `chunk_len` (the last may be shorter)."""
+    return stack_chunks(iter_frames(uri), chunk_len)

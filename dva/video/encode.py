@@ -1,0 +1,164 @@
+"""Streaming H.264 (libx264, yuv420p) mp4 writer at the source frame rate, with the source's audio carried over.
+
+Frames arrive one at a time and leave as packets at once, so memory does not grow with video length. The file is
+staged and only appears at its target (local path or s3://) when `close()` succeeds; an exception inside a `with`
+block, or `abort()`, leaves nothing behind.
+
+yuv420p needs even sizes: an odd width or height is padded by one replicated row/column (333x197 is stored as
+334x198). The mp4 is written with its index first (faststart) so it streams from object stores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from dva.errors import VideoError
+from dva.storage import atomic_output
+from dva.video.audio import AudioSource
+from dva.video.decode import open_container
+
+
+class VideoWriter:
+    """Write RGB uint8 frames [H, W, 3] to an mp4 at `fps`; optionally copy `audio_from`'s first audio stream.
+
+    `rotation` (clockwise degrees, as `VideoInfo.rotation`) is stored as display metadata only; frames are written
+    as given. Outputs of the editing pipeline are upright already and keep the default 0.
+    """
+
+    def __init__(
+        self,
+        uri: str | Path,
+        fps: Fraction | float,
+        *,
+        audio_from: str | None = None,
+        crf: int = 18,
+        preset: str = "medium",
+        rotation: int = 0,
+    ):
+        self.uri = str(uri)
+        self.fps = Fraction(fps).limit_denominator(1_000_000)
+        self.crf = crf
+        self.preset = preset
+        self.rotation = rotation
+        self.frames_written = 0
+        self.frame_size: tuple[int, int] | None = None  # (width, height) of the frames given, before padding
+        self._audio_from = audio_from
+        self._target = atomic_output(self.uri, ".mp4")  # committed by close(), dropped by abort()
+        path = self._target.__enter__()
+        self._stack = contextlib.ExitStack()  # the open containers: output, then the audio source
+        self._open = True
+        try:
+            self._output = self._stack.enter_context(
+                av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"})
+            )
+        except BaseException:
+            self.abort()
+            raise
+        self._video: av.VideoStream | None = None
+        self._audio_packets = iter(())
+        self._next_audio: av.Packet | None = None
+
+    def _start(self, width: int, height: int) -> None:
+        self.frame_size = (width, height)
+        stream = self._output.add_stream("libx264", rate=self.fps)
+        stream.width, stream.height = width + width % 2, height + height % 2
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(self.crf), "preset": self.preset}
+        if self.rotation:
+            stream.set_display_rotation(-self.rotation)  # PyAV counts counter-clockwise
+        self._video = stream
+        if self._audio_from is not None:
+            source = self._stack.enter_context(open_container(self._audio_from, need_video=False))
+            if source.streams.audio:
+                self._audio_packets = AudioSource(source, self._output, self._audio_from).packets()
+                self._next_audio = next(self._audio_packets, None)
+
+    def _mux_audio_until(self, seconds: float | None) -> None:
+        """Mux audio packets that start before `seconds` (all remaining ones for None), keeping the file interleaved."""
+        while self._next_audio is not None and (
+            seconds is None or float(self._next_audio.dts * self._next_audio.time_base) <= seconds
+        ):
+            self._output.mux(self._next_audio)
+            self._next_audio = next(self._audio_packets, None)
+
+    def _mux_video(self, packets: list[av.Packet]) -> None:
+        for packet in packets:
+            self._mux_audio_until(float(packet.dts * packet.time_base))
+            self._output.mux(packet)
+
+    @contextlib.contextmanager
+    def _aborting_on_error(self, doing: str):
+        """Drop the output on any error; FFmpeg's errors become a VideoError that says what was being done."""
+        try:
+            yield
+        except av.FFmpegError as err:
+            self.abort()
+            raise VideoError(f"{self.uri}: cannot {doing} ({err.strerror or err})") from None
+        except BaseException:
+            self.abort()
+            raise
+
+    def write(self, frame: np.ndarray) -> None:
+        """Encode one frame; every frame must have the size of the first."""
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 frame [H, W, 3], got {frame.dtype} {frame.shape}")
+        if not self._open:
+            raise VideoError(f"{self.uri}: the writer is already closed")
+        height, width = frame.shape[:2]
+        with self._aborting_on_error(f"encode frame {self.frames_written}"):
+            if self._video is None:
+                self._start(width, height)
+            if (width, height) != self.frame_size:
+                raise VideoError(f"{self.uri}: frame {self.frames_written} is {width}x{height}, "
+                                 f"the video is {self.frame_size[0]}x{self.frame_size[1]}")
+            if width % 2 or height % 2:
+                frame = np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            video_frame.pts = self.frames_written
+            video_frame.time_base = 1 / self.fps
+            self._mux_video(self._video.encode(video_frame))
+        self.frames_written += 1
+
+    def write_chunk(self, frames: np.ndarray) -> None:
+        """Encode frames [n, H, W, 3] in order."""
+        for frame in frames:
+            self.write(frame)
+
+    def close(self) -> None:
+        """Flush the encoder, mux the rest of the audio and commit the file to its target."""
+        if not self._open:
+            return
+        if self.frames_written == 0:
+            self.abort()
+            raise VideoError(f"{self.uri}: no frames were written")
+        with self._aborting_on_error("finish the video"):
+            self._mux_video(self._video.encode(None))
+            self._mux_audio_until(None)
+            self._stack.close()
+        self._open = False
+        self._target.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        """Drop everything written so far; the target is left untouched."""
+        if not self._open:
+            return
+        self._open = False
+        with contextlib.suppress(Exception):
+            self._stack.close()
+        # Leaving atomic_output by an exception deletes the temporary file and leaves the target as it was.
+        aborted = VideoError(f"{self.uri}: aborted")
+        self._target.__exit__(VideoError, aborted, None)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

@@ -1,0 +1,210 @@
+"""Storage layer: the same behaviour on local folders and on S3 (a moto server on loopback)."""
+
+from __future__ import annotations
+
+import posixpath
+import threading
+import unicodedata
+
+import fsspec
+import pytest
+import s3fs
+
+from dva.errors import StorageError
+from dva.storage import (
+    atomic_output,
+    exists,
+    join,
+    list_files,
+    open_file,
+    output_key,
+    redact,
+    remove_prefix,
+    video_id,
+    write_bytes_atomic,
+)
+
+
+def _all_files(root: str) -> list[str]:
+    """Every file under `root`, `.partial/` ones included (bypassing `list_files`)."""
+    fs, path = fsspec.core.url_to_fs(root)
+    fs.invalidate_cache()
+    return [p[len(path.rstrip("/")) + 1 :] for p in fs.find(path)]
+
+
+def _read(uri: str) -> bytes:
+    with open_file(uri) as f:
+        return f.read()
+
+
+def test_atomic_output_shows_the_file_only_after_commit(storage_root):
+    target = join(storage_root, "out", "clip.mp4")
+    with atomic_output(target) as tmp:
+        assert tmp.suffix == ".mp4"
+        tmp.write_bytes(b"x" * 100_000)
+        assert not exists(target)
+        assert list_files(storage_root) == []
+    assert _read(target) == b"x" * 100_000
+    assert _all_files(storage_root) == ["out/clip.mp4"]  # the temporary file is gone
+    assert not tmp.exists()
+
+
+def test_failure_inside_atomic_output_leaves_no_final_and_no_temporary(storage_root):
+    kept = join(storage_root, "kept.bin")
+    write_bytes_atomic(kept, b"old")
+    fresh = join(storage_root, "fresh.bin")
+    for target in (kept, fresh):
+        with pytest.raises(RuntimeError, match="encoder died"):
+            with atomic_output(target) as tmp:
+                tmp.write_bytes(b"half-written")
+                raise RuntimeError("encoder died")
+        assert not tmp.exists()
+    assert _read(kept) == b"old"
+    assert not exists(fresh)
+    assert _all_files(storage_root) == ["kept.bin"]
+
+
+def test_concurrent_writers_to_one_key_leave_one_whole_version(storage_root):
+    target = join(storage_root, "same.bin")
+    payloads = [bytes([i]) * 200_000 for i in range(4)]
+    threads = [threading.Thread(target=write_bytes_atomic, args=(target, p)) for p in payloads]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert _read(target) in payloads
+    assert _all_files(storage_root) == ["same.bin"]
+
+
+def test_list_files_is_recursive_sorted_filtered_and_hides_partials(storage_root):
+    for name in ("b.mp4", "a/x.MOV", "a/deep/z.mp4", "notes.txt", "a b/é.mp4"):
+        write_bytes_atomic(join(storage_root, name), b"1")
+    fs, path = fsspec.core.url_to_fs(join(storage_root, "a", ".partial", "tmp.mp4"))
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    fs.pipe_file(path, b"half")
+    videos = list_files(storage_root, (".mp4", ".mov"))
+    assert videos == [join(storage_root, n) for n in ("a b/é.mp4", "a/deep/z.mp4", "a/x.MOV", "b.mp4")]
+    assert len(list_files(storage_root)) == 5
+    assert list_files(join(storage_root, "a"), (".mp4",)) == [join(storage_root, "a/deep/z.mp4")]
+    assert list_files(join(storage_root, "missing")) == []
+
+
+def test_exists_for_files_folders_and_missing(storage_root):
+    write_bytes_atomic(join(storage_root, "d", "f.bin"), b"1")
+    assert exists(join(storage_root, "d", "f.bin"))
+    assert exists(join(storage_root, "d"))
+    assert not exists(join(storage_root, "d", "g.bin"))
+    assert not exists(join(storage_root, "nothing"))
+
+
+def test_remove_prefix_deletes_only_that_prefix(storage_root):
+    for name in ("work/a/1.npy", "work/2.npy", "work2/keep.npy"):
+        write_bytes_atomic(join(storage_root, name), b"1")
+    remove_prefix(join(storage_root, "work"))
+    remove_prefix(join(storage_root, "never-written"))
+    assert list_files(storage_root) == [join(storage_root, "work2/keep.npy")]
+    assert not exists(join(storage_root, "work"))
+
+
+def test_missing_bucket_is_a_storage_error_naming_it(s3_server):
+    uri = "s3://no-such-bucket-dva/videos"
+    with pytest.raises(StorageError, match="no-such-bucket-dva/videos.*does not exist.*bucket name"):
+        list_files(uri)
+    with pytest.raises(StorageError, match="no-such-bucket-dva/out.bin"):
+        write_bytes_atomic("s3://no-such-bucket-dva/out.bin", b"1")
+    with pytest.raises(StorageError, match="does not exist"):
+        open_file(uri + "/a.mp4")
+
+
+def test_unreachable_endpoint_error_names_the_input_and_hides_endpoint_secrets(s3_server, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://admin:hunter2-secret@127.0.0.1:1")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        with pytest.raises(StorageError) as info:
+            list_files("s3://videos/in")
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+    message = str(info.value)
+    assert "s3://videos/in" in message and "AWS_ENDPOINT_URL" in message
+    assert "hunter2" not in message and "dva-test-secret-key" not in message
+
+
+def test_local_missing_file_error_says_it_does_not_exist(tmp_path):
+    with pytest.raises(StorageError, match=f"{tmp_path}/nope.mp4.*does not exist"):
+        open_file(tmp_path / "nope.mp4")
+
+
+PREFIXES = ["/data/in", "s3://bucket/in"]
+HOSTILE = [
+    "a/../../etc/passwd",
+    "../../../../x.mp4",
+    "/abs/x.mp4",
+    "//double//slash.mp4",
+    "..\\..\\windows.mp4",
+    "a/\x00..\x1b/b.mp4",
+    ".partial/x.mp4",
+    "\u202egnp.mp4",
+    "..",
+    "",
+]
+
+
+@pytest.mark.parametrize("prefix", PREFIXES)
+@pytest.mark.parametrize("name", HOSTILE)
+def test_output_keys_never_leave_the_output_prefix(prefix, name):
+    key = output_key(join(prefix, name) if name.startswith("/") else name, prefix)
+    assert key and not key.startswith("/") and "\\" not in key
+    parts = key.split("/")
+    assert all(p and not p.startswith(".") for p in parts)
+    assert not any(unicodedata.category(ch)[0] == "C" for ch in key)
+    assert posixpath.normpath(posixpath.join("/out", key)).startswith("/out/")
+
+
+@pytest.mark.parametrize("prefix", PREFIXES)
+def test_clean_names_keep_their_path_and_odd_ones_get_a_hash(prefix):
+    assert output_key(join(prefix, "people/spaces in name.mp4"), prefix) == "people/spaces in name.mp4"
+    assert output_key(join(prefix, "日本/é.mp4"), prefix) == "日本/é.mp4"  # NFC letters are kept as they are
+    nfd = output_key(join(prefix, "e\u0301.mp4"), prefix)
+    assert unicodedata.is_normalized("NFC", nfd) and nfd.startswith("é-") and nfd.endswith(".mp4")
+    assert output_key(join(prefix, "a\x07b.mp4"), prefix).startswith("ab-")
+    outside = output_key("/elsewhere/x.mp4", prefix)
+    assert outside.startswith("elsewhere/x-") and outside == output_key("/elsewhere/x.mp4", prefix)
+    assert len(output_key(join(prefix, "a" * 400 + ".mp4"), prefix).encode()) < 255
+
+
+@pytest.mark.parametrize("prefix", PREFIXES)
+def test_inputs_that_normalise_alike_get_different_keys(prefix):
+    names = ["x.mp4", " x.mp4", "x\u200b.mp4", "x\x01.mp4", ".x.mp4", "_x.mp4", "\u00e9.mp4", "e\u0301.mp4"]
+    if prefix.startswith("s3://"):  # distinct S3 keys, but one and the same local file
+        names += ["./x.mp4", "sub/../x.mp4", "/x.mp4"]
+    keys = [output_key(f"{prefix}/{n}", prefix) for n in names]
+    assert len(set(keys)) == len(names), keys
+    assert keys == [output_key(f"{prefix}/{n}", prefix) for n in names]  # deterministic
+
+
+def test_video_id_is_stable_per_location():
+    assert video_id("/data/in/x.mp4") == video_id("file:///data/in/./x.mp4") == video_id("/data/in/x.mp4")
+    assert video_id("s3://key:secret@b/x.mp4") == video_id("s3://b/x.mp4") != video_id("s3://b/y.mp4")
+    assert len(video_id("s3://b/x.mp4")) == 12
+
+
+def test_redact_removes_uri_credentials_signatures_and_env_secrets(monkeypatch):
+    monkeypatch.setenv("DVA_TEST_API_TOKEN", "tok-9f8e7d6c5b4a")
+    monkeypatch.setenv("DVA_TEST_SHORT_TOKEN", "1")
+    text = redact(
+        "s3://AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMI@bucket/a.mp4 failed; "
+        "https://b.s3.amazonaws.com/k.mp4?X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F2024&X-Amz-Signature=deadbeef&v=1 "
+        "token tok-9f8e7d6c5b4a after 1 try"
+    )
+    for secret in ("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI", "deadbeef", "tok-9f8e7d6c5b4a"):
+        assert secret not in text
+    assert "s3://***@bucket/a.mp4" in text and "&v=1" in text and "after 1 try" in text
+
+
+def test_storage_errors_are_redacted(s3_server, monkeypatch):
+    monkeypatch.setenv("DVA_TEST_SECRET", "sekrit-value-42")
+    with pytest.raises(StorageError) as info:
+        list_files("s3://AKIAIOSFODNN7EXAMPLE:sekrit-value-42@bucket/x")
+    assert "sekrit" not in str(info.value) and "AKIAIOSFODNN7EXAMPLE" not in str(info.value)
+    assert "bucket/x" in str(info.value)
