@@ -5,7 +5,7 @@ fetched once into a local cache (keyed by URI, optionally checked against a SHA-
 
 The batch job reads and writes through `list_files`, `exists`, `open_file`, `read_many` and `atomic_output`: an
 output appears at its final key whole or not at all (it is written to `<folder>/.partial/<uuid>` first, then
-renamed or copied), and listings never show `.partial/` folders. `output_key` turns an input's path into a key that
+renamed or copied), and listings skip hidden names, `.partial/` included. `output_key` turns an input's path into a key that
 cannot leave the output prefix; `redact` strips credentials from anything logged or recorded. Failures surface as
 one StorageError that names the location (credentials removed) and what to check.
 """
@@ -182,8 +182,9 @@ def exists(uri: str | Path) -> bool:
 def list_files(prefix: str | Path, suffixes: Iterable[str] | None = None) -> list[str]:
     """Every file under `prefix` (recursively, sorted), as URIs of the same kind as `prefix` (local: paths).
 
-    `suffixes` (case-insensitive, e.g. `(".mp4", ".mov")`) keeps only matching names; `.partial/` folders are never
-    listed. A prefix that holds nothing gives []; an unreachable store or a missing bucket raises StorageError.
+    `suffixes` (case-insensitive, e.g. `(".mp4", ".mov")`) keeps only matching names. Hidden names below the prefix
+    are skipped: temporaries of unfinished writes (`.partial/`, `.x.mp4.partial-*`) and macOS debris (`._x.mp4`,
+    `.DS_Store`). A prefix that holds nothing gives []; an unreachable store or a missing bucket raises StorageError.
     """
     fs, root = _fs(prefix)
     wanted = tuple(s.lower() for s in suffixes) if suffixes is not None else None
@@ -194,7 +195,7 @@ def list_files(prefix: str | Path, suffixes: Iterable[str] | None = None) -> lis
     keep = []
     for path in found:
         inside = path[len(root) :] if path.startswith(root) else path
-        if PARTIAL_DIR in inside.split("/"):
+        if any(part.startswith(".") for part in inside.split("/")):
             continue
         if wanted is None or path.lower().endswith(wanted):
             keep.append(_to_uri(fs, path))
@@ -216,15 +217,18 @@ def read_many(uris: list[str]) -> list[bytes]:
 
 
 def _local_partial(folder: str, suffix: str) -> Path:
-    """Create an empty `folder/.partial/<uuid><suffix>`; another writer may remove `.partial` meanwhile, so retry."""
+    """Create an empty `folder/.partial/<uuid><suffix>`.
+
+    Writers remove `.partial` when they leave it empty, so it can vanish between `makedirs` and `open` (or inside
+    `makedirs`, which then reports FileExistsError): retry."""
     partial_dir = os.path.join(folder, PARTIAL_DIR)
-    for _ in range(5):
-        os.makedirs(partial_dir, exist_ok=True)
+    for _ in range(20):
         path = os.path.join(partial_dir, uuid.uuid4().hex + suffix)
         try:
+            os.makedirs(partial_dir, exist_ok=True)
             with open(path, "xb"):
                 return Path(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, FileExistsError):
             continue
     raise FileNotFoundError(f"{partial_dir} keeps disappearing")
 

@@ -1,7 +1,8 @@
 """The diffusion video autoencoder: frozen encoders → z_face = Linear([z_id, z_lnd]) → conditioned UNet.
 
-Only `z_face` (the linear) and `unet` are trained; the identity and landmark encoders are frozen and come from their
-own weight files, so `trainable_state_dict` is what a dva checkpoint stores.
+Only `z_face` (the linear) and `unet` are trained; the identity and landmark encoders (and the face parser, when
+configured) are frozen and come from their own weight files, so `trainable_state_dict` is what a dva checkpoint
+stores; a converted reference checkpoint also holds the frozen networks (see `dva.models.reference.convert`).
 """
 
 from __future__ import annotations
@@ -9,22 +10,36 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dva.models.config import ModelConfig
+from dva.errors import ConfigError
+from dva.models.config import EncoderConfig, ModelConfig
 from dva.models.encoders import ImageEncoder, build_encoder
 from dva.models.unet import UNet
 
 TRAINABLE_PREFIXES = ("z_face.", "unet.")
 
 
+def build_face_parser(cfg: EncoderConfig | None) -> nn.Module | None:
+    """The configured face parser (masks for the training loss and for pasting edits), or None without one."""
+    if cfg is None:
+        return None
+    if cfg.kind != "reference_bisenet":
+        raise ConfigError(
+            f"config key `face_parser.kind`: unknown face parser {cfg.kind!r}; known: ['reference_bisenet']")
+    from dva.models.reference.bisenet import build_face_parser as build_bisenet
+
+    return build_bisenet(cfg, "face_parser")
+
+
 class DiffusionVideoAutoencoder(nn.Module):
     def __init__(self, cfg: ModelConfig, identity_encoder: ImageEncoder | None = None,
-                 landmark_encoder: ImageEncoder | None = None):
+                 landmark_encoder: ImageEncoder | None = None, face_parser: nn.Module | None = None):
         super().__init__()
         self.cfg = cfg
         self.identity_encoder = identity_encoder or build_encoder(cfg.identity_encoder, "identity_encoder", "identity")
         self.landmark_encoder = landmark_encoder or build_encoder(cfg.landmark_encoder, "landmark_encoder", "landmark")
         self.z_face = nn.Linear(cfg.identity_encoder.dim + cfg.landmark_encoder.dim, cfg.z_face_dim)
         self.unet = UNet(cfg.unet)
+        self.face_parser = face_parser if face_parser is not None else build_face_parser(cfg.face_parser)
 
     @property
     def image_size(self) -> int:

@@ -6,6 +6,7 @@ URI. A reference Lightning `.ckpt` is converted on the fly (see `dva.models.refe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -15,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from dva.config import merge_config, to_yaml
 from dva.errors import MissingWeightsError
-from dva.models.autoencoder import DiffusionVideoAutoencoder
+from dva.models.autoencoder import TRAINABLE_PREFIXES, DiffusionVideoAutoencoder
 from dva.models.config import ModelConfig
 from dva.storage import local_path
 
@@ -58,10 +59,26 @@ def checkpoint_config(uri: str, config_key: str = "model.checkpoint") -> ModelCo
     return merge_config(ModelConfig, [OmegaConf.create(meta["config"])])
 
 
+def describe_mismatch(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor],
+                      prefixes: tuple[str, ...] = ("",)) -> str:
+    """What keeps `state` from loading into a model whose state is `expected` ('' when it fits): missing keys, keys
+    under `prefixes` the model lacks, and wrong shapes."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(k for k in set(state) - set(expected) if k.startswith(prefixes))
+    wrong = sorted(k for k in expected if k in state and state[k].shape != expected[k].shape)
+    return "; ".join(f"{what}: {keys[:3]}{'…' if len(keys) > 3 else ''} ({len(keys)})"
+                     for what, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                                        ("wrong shapes", wrong)) if keys)
+
+
 def load_model(cfg: ModelConfig, device: str | torch.device = "cpu", config_key: str = "model.checkpoint"
                ) -> DiffusionVideoAutoencoder:
-    """Build the model of `cfg` in eval mode on `device`, with the checkpoint's weights when one is configured."""
-    model = DiffusionVideoAutoencoder(cfg)
+    """Build the model of `cfg` in eval mode on `device`, with the checkpoint's weights when one is configured.
+
+    Reference frozen networks (ArcFace, landmarks, face parser) whose weights the checkpoint holds are loaded from it,
+    keys checked exactly, instead of from their own weight files.
+    """
+    state: dict[str, torch.Tensor] = {}
     if cfg.checkpoint:
         if str(cfg.checkpoint).endswith(".ckpt"):
             from dva.models.reference.convert import reference_state_dict
@@ -69,16 +86,17 @@ def load_model(cfg: ModelConfig, device: str | torch.device = "cpu", config_key:
             state = reference_state_dict(cfg.checkpoint, use_ema=cfg.use_ema, config_key=config_key)
         else:
             state, _ = read_checkpoint(cfg.checkpoint, config_key)
+    parts = {}
+    if state:
+        from dva.models.reference.convert import reference_parts
+
+        parts = reference_parts(cfg, state, str(cfg.checkpoint), config_key)
+    model = DiffusionVideoAutoencoder(cfg, **parts)
+    if cfg.checkpoint:
         expected = model.trainable_state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(k for k in set(state) - set(expected) if k.startswith(("z_face.", "unet.")))
-        wrong = sorted(k for k in expected if k in state and state[k].shape != expected[k].shape)
-        if missing or unexpected or wrong:
-            detail = "; ".join(
-                f"{what}: {keys[:3]}{'…' if len(keys) > 3 else ''} ({len(keys)})"
-                for what, keys in (("missing keys", missing), ("unexpected keys", unexpected),
-                                   ("wrong shapes", wrong)) if keys)
+        problem = describe_mismatch(expected, state, TRAINABLE_PREFIXES)
+        if problem:
             raise MissingWeightsError(str(cfg.checkpoint), config_key,
-                                      f"does not fit model config {cfg.name!r}: {detail}")
-        model.load_state_dict(state, strict=False)
+                                      f"does not fit model config {cfg.name!r}: {problem}")
+        model.load_state_dict({k: state[k] for k in expected}, strict=False)
     return model.to(device).eval()

@@ -68,7 +68,9 @@ class VideoWriter:
         stream = self._output.add_stream("libx264", rate=self.fps)
         stream.width, stream.height = width + width % 2, height + height % 2
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(self.crf), "preset": self.preset}
+        # One encoder thread: a job gets its parallelism from encoding many videos at once (each writer task
+        # reserves one CPU), and libx264's frame threads make the bitstream vary from run to run.
+        stream.options = {"crf": str(self.crf), "preset": self.preset, "threads": "1"}
         if self.rotation:
             stream.set_display_rotation(-self.rotation)  # PyAV counts counter-clockwise
         self._video = stream

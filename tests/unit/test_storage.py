@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import posixpath
-import threading
 import unicodedata
+from concurrent.futures import ThreadPoolExecutor
 
 import fsspec
 import pytest
@@ -67,17 +67,14 @@ def test_failure_inside_atomic_output_leaves_no_final_and_no_temporary(storage_r
 def test_concurrent_writers_to_one_key_leave_one_whole_version(storage_root):
     target = join(storage_root, "same.bin")
     payloads = [bytes([i]) * 200_000 for i in range(4)]
-    threads = [threading.Thread(target=write_bytes_atomic, args=(target, p)) for p in payloads]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(write_bytes_atomic, [target] * 4, payloads))
     assert _read(target) in payloads
     assert _all_files(storage_root) == ["same.bin"]
 
 
 def test_list_files_is_recursive_sorted_filtered_and_hides_partials(storage_root):
-    for name in ("b.mp4", "a/x.MOV", "a/deep/z.mp4", "notes.txt", "a b/é.mp4"):
+    for name in ("b.mp4", "a/x.MOV", "a/deep/z.mp4", "notes.txt", "a b/é.mp4", "._b.mp4", "a/.b.mp4.partial-1.mp4"):
         write_bytes_atomic(join(storage_root, name), b"1")
     fs, path = fsspec.core.url_to_fs(join(storage_root, "a", ".partial", "tmp.mp4"))
     fs.makedirs(posixpath.dirname(path), exist_ok=True)

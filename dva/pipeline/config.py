@@ -1,0 +1,102 @@
+"""Typed config of the batch jobs (`configs/edit/*.yaml`), with the model and face front end as nested presets.
+
+A job YAML names presets (`model_preset: tiny`, `face_preset: dlib`); their YAML is merged under `model` / `face`
+first, then the job YAML, then `key=value` overrides, and the whole is validated before Ray starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from omegaconf import OmegaConf
+
+from dva.config import merge_config, resolve_config_path
+from dva.errors import ConfigError
+from dva.face.config import FaceConfig
+from dva.models.config import ModelConfig
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass
+class StageConfig:
+    """Resources of one Ray stage. `actors` is the actor-pool size (autoscaling from `min_actors` when set)."""
+
+    actors: int = 1
+    min_actors: Optional[int] = None
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    max_restarts: int = 3  # an actor lost mid-batch is restarted and its batch retried
+
+
+@dataclass
+class GenerateStageConfig(StageConfig):
+    batch_frames: int = 16  # frames per UNet batch, gathered from chunks of any videos
+
+
+@dataclass
+class EditJobConfig:
+    input: str = ""  # a prefix (local dir or s3://...) holding videos, or a manifest .csv/.parquet/.jsonl
+    output: str = ""  # a prefix (local dir or s3://...)
+    edits: list[str] = field(default_factory=lambda: ["reconstruct"])  # edit specs, see dva.editing.edits
+    classifier: Optional[str] = None  # attribute classifier file for `classifier:NAME:SCALE` edits
+    steps: int = 100  # DDIM steps N: inversion costs N-1 UNet calls per frame, each edit N more
+    precision: str = "auto"  # auto = bf16 autocast on GPU, fp32 on CPU
+    chunk_frames: int = 16  # frames that travel between stages together (one video's consecutive frames)
+    store_latents: bool = True  # keep x_T, z and the face track under <output>/latents/ for later edits
+    reuse_latents: bool = True  # a video whose latents exist for this model and N skips detection and inversion
+    fail_fast: bool = False  # stop at the first failed video instead of recording it and going on
+    ray_address: Optional[str] = None  # None: connect to a running cluster if RAY_ADDRESS is set, else start one
+    progress: bool = True
+    model_preset: str = "dva256"
+    face_preset: str = "dlib"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    face: FaceConfig = field(default_factory=FaceConfig)
+    frontend: StageConfig = field(default_factory=StageConfig)
+    generate: GenerateStageConfig = field(default_factory=GenerateStageConfig)
+    writer: StageConfig = field(default_factory=StageConfig)
+
+    def validate(self) -> None:
+        if not self.input:
+            raise ConfigError("config key `input`: set it to a folder/prefix of videos or a manifest file")
+        if not self.output:
+            raise ConfigError("config key `output`: set it to a folder or s3:// prefix for the results")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"config key `precision`: {self.precision!r} is not one of {PRECISIONS}")
+        if self.steps < 2:
+            raise ConfigError(f"config key `steps`: {self.steps} is too few (at least 2 DDIM steps)")
+        if self.chunk_frames < 1 or self.generate.batch_frames < 1:
+            raise ConfigError("config keys `chunk_frames` and `generate.batch_frames` must be at least 1")
+        if self.face.align.crop_size != self.model.unet.image_size:
+            raise ConfigError(
+                f"config key `face.align.crop_size`: {self.face.align.crop_size} must equal the model's "
+                f"`model.unet.image_size` ({self.model.unet.image_size})")
+        if not self.edits:
+            raise ConfigError("config key `edits`: give at least one edit, e.g. [reconstruct]")
+        for key, stage in (("frontend", self.frontend), ("generate", self.generate), ("writer", self.writer)):
+            if stage.actors < 1 or (stage.min_actors is not None and not 1 <= stage.min_actors <= stage.actors):
+                raise ConfigError(f"config key `{key}.actors`: need 1 <= min_actors <= actors")
+
+
+def _preset_name(sources: Sequence, overrides: Sequence[str], key: str, default: str) -> str:
+    value = default
+    for src in sources:
+        value = OmegaConf.select(src, key, default=value)
+    for o in overrides:
+        if o.startswith(f"{key}="):
+            value = o.split("=", 1)[1]
+    return value
+
+
+def load_job_config(schema: type, name_or_path: str | Path, overrides: Sequence[str] = (), group: str = "edit"):
+    """Load a job preset/YAML, merging its model and face presets underneath it, then the overrides."""
+    job_yaml = OmegaConf.load(resolve_config_path(name_or_path, group))
+    model_preset = _preset_name([job_yaml], overrides, "model_preset", schema.model_preset)
+    face_preset = _preset_name([job_yaml], overrides, "face_preset", schema.face_preset)
+    base = OmegaConf.create({
+        "model": OmegaConf.load(resolve_config_path(model_preset, "model")),
+        "face": OmegaConf.load(resolve_config_path(face_preset, "face")),
+    })
+    return merge_config(schema, [base, job_yaml], overrides)

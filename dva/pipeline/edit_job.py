@@ -1,0 +1,219 @@
+"""The batch edit job on Ray Data: videos in (prefix or manifest), edited videos + manifest out (local or s3://).
+
+    stage A  PrepareStage  (CPU actors, one video per call)  decode → track → crops → z_id mean, z_lnd → chunks
+    stage B  GenerateStage (GPU actors, batches of chunks)    DDIM inversion once, one generation per edit
+    stage C  finalize task (CPU, per video and edit)          paste back → H.264 + source audio → commit → manifest
+
+Stages A and B stream through Ray Data; the driver reads stage B's small result rows as they come, and when every
+chunk of a (video, edit) is done it starts that pair's stage C task. Each pair commits its video, then its manifest
+row, so a rerun skips exactly the pairs that finished; nothing partial is ever visible as done.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+from dva.errors import DvaError
+from dva.pipeline.config import EditJobConfig, load_job_config
+from dva.pipeline.edits import parse_job_edits
+from dva.pipeline.inputs import VideoInput, discover_inputs
+from dva.pipeline.latents import LatentStore
+from dva.pipeline.manifest import ResultRow, completed, edit_id, write_result, write_summary
+from dva.storage import join, redact, remove_prefix
+
+log = logging.getLogger("dva.edit")
+
+
+@dataclass
+class JobSummary:
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    frames: int = 0
+    unet_calls: int = 0
+    seconds: float = 0.0
+    failures: list[str] = field(default_factory=list)
+    manifest: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed and not self.ok and not self.skipped else 0
+
+
+def _edits_for(video: VideoInput, job_edits: Sequence[str]) -> list[str]:
+    return list(video.edits) if video.edits is not None else list(job_edits)
+
+
+def _finalize_pair(cfg: EditJobConfig, uri: str, key: str, video_id: str, edit: str, num_chunks: int,
+                   started: float) -> dict:
+    """Stage C for one (video, edit), run as a Ray task; returns the manifest row as a dict (never raises)."""
+    from dva.pipeline.finalize import finalize_video
+
+    try:
+        target, frames, fps = finalize_video(cfg.output, uri, key, video_id, edit, num_chunks, cfg.face)
+        row = ResultRow(uri, video_id, edit, "ok", frames=frames, fps=fps, seconds=time.time() - started,
+                        output=target)
+    except Exception as err:  # recorded in the manifest; the job goes on
+        row = ResultRow(uri, video_id, edit, "failed", error=f"{type(err).__name__}: {err}",
+                        seconds=time.time() - started)
+    write_result(cfg.output, row)
+    remove_prefix(join(cfg.output, ".work", video_id, edit_id(edit)))
+    return {"video": row.video, "edit": row.edit, "status": row.status, "error": row.error, "frames": row.frames,
+            "output": row.output}
+
+
+def _init_ray(cfg: EditJobConfig):
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=True)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = cfg.progress
+    return ray
+
+
+def _actor_pool(ray, stage):
+    from ray.data import ActorPoolStrategy
+
+    if stage.min_actors is None:
+        return ActorPoolStrategy(size=stage.actors)
+    return ActorPoolStrategy(min_size=stage.min_actors, max_size=stage.actors)
+
+
+def run_edit_job(cfg: EditJobConfig) -> JobSummary:
+    """Run the job over every input not yet done; return counts (also written to the manifest)."""
+    started = time.time()
+    job_edits = parse_job_edits(cfg.edits)  # bad specs fail here, before Ray starts
+    videos = discover_inputs(cfg.input)
+    done = completed(cfg.output)
+    summary = JobSummary()
+    tasks = []
+    for v in videos:
+        todo = [e for e in _edits_for(v, job_edits) if (v.video_id, edit_id(e)) not in done]
+        summary.skipped += len(_edits_for(v, job_edits)) - len(todo)
+        if todo or (not job_edits and (v.video_id, edit_id("")) not in done):
+            tasks.append({"uri": v.uri, "key": v.key, "video_id": v.video_id, "edits": todo})
+    log.info("%d videos, %d to process, %d (video, edit) pairs already done", len(videos), len(tasks),
+             summary.skipped)
+    if tasks:
+        _run(cfg, tasks, summary)
+    summary.manifest = write_summary(cfg.output)
+    summary.seconds = time.time() - started
+    return summary
+
+
+def _run(cfg: EditJobConfig, tasks: list[dict], summary: JobSummary) -> None:
+    ray = _init_ray(cfg)
+    from dva.pipeline.stages import GenerateStage, PrepareStage
+
+    finalize = ray.remote(num_cpus=cfg.writer.num_cpus, max_retries=cfg.writer.max_restarts)(_finalize_pair)
+    ds = ray.data.from_items(tasks, override_num_blocks=len(tasks))
+    ds = ds.map_batches(PrepareStage, fn_constructor_kwargs={"cfg": cfg}, batch_size=1,
+                        compute=_actor_pool(ray, cfg.frontend), num_cpus=cfg.frontend.num_cpus,
+                        num_gpus=cfg.frontend.num_gpus, max_restarts=cfg.frontend.max_restarts,
+                        max_task_retries=cfg.frontend.max_restarts)
+    ds = ds.map_batches(GenerateStage, fn_constructor_kwargs={"cfg": cfg},
+                        batch_size=max(1, cfg.generate.batch_frames // cfg.chunk_frames),
+                        compute=_actor_pool(ray, cfg.generate), num_cpus=cfg.generate.num_cpus,
+                        num_gpus=cfg.generate.num_gpus, max_restarts=cfg.generate.max_restarts,
+                        max_task_retries=cfg.generate.max_restarts)
+
+    by_id = {t["video_id"]: t for t in tasks}
+    started = {vid: time.time() for vid in by_id}
+    chunks_done: dict[tuple[str, str], set[int]] = defaultdict(set)
+    pairs_left = {t["video_id"]: max(1, len(t["edits"])) for t in tasks}
+    pending = []
+
+    def record(row: dict) -> None:
+        status = row["status"]
+        if status == "ok":
+            summary.ok += 1
+            print(f"[dva] done   {redact(row['video'])} [{row['edit'] or 'encode'}] → {redact(row['output'])} "
+                  f"({row['frames']} frames)", flush=True)
+        else:
+            summary.failed += 1
+            summary.failures.append(f"{redact(row['video'])} [{row['edit']}]: {row['error']}")
+            print(f"[dva] FAILED {redact(row['video'])} [{row['edit']}]: {row['error']}", flush=True)
+            if cfg.fail_fast:
+                raise DvaError(f"fail_fast: {row['video']} failed: {row['error']}")
+
+    def collect(block: bool) -> None:
+        nonlocal pending
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=len(pending) if block else 1, timeout=None if block else 0)
+            for ref in ready:
+                record(ray.get(ref))
+            if not ready or not block:
+                return
+
+    for r in ds.iter_rows():
+        vid, edit = r["video_id"], str(r["edit"])
+        summary.unet_calls += int(r["unet_calls"])
+        if r["error"]:
+            for e in by_id[vid]["edits"] or [""]:
+                row = ResultRow(r["uri"], vid, e, "failed", error=r["error"])
+                write_result(cfg.output, row)
+                record({"video": row.video, "edit": row.edit, "status": "failed", "error": row.error})
+            continue
+        chunks_done[(vid, edit)].add(int(r["chunk"]))
+        if edit == (by_id[vid]["edits"] or [""])[0]:  # count each frame once, whatever the number of edits
+            summary.frames += int(r["frames"])
+        if len(chunks_done[(vid, edit)]) < int(r["num_chunks"]):
+            continue
+        pairs_left[vid] -= 1
+        if pairs_left[vid] == 0 and cfg.store_latents:
+            from dva.pipeline.stages import latent_key
+
+            LatentStore(cfg.output, vid).commit(latent_key(cfg), int(r["num_frames"]), int(r["num_chunks"]),
+                                                r["uri"])
+        if edit:
+            pending.append(finalize.remote(cfg, r["uri"], r["key"], vid, edit, int(r["num_chunks"]),
+                                           started[vid]))
+        else:  # encode-only: the latents are the output
+            row = ResultRow(r["uri"], vid, "", "ok", frames=int(r["num_frames"]),
+                            seconds=time.time() - started[vid], output=LatentStore(cfg.output, vid).root)
+            write_result(cfg.output, row)
+            record({"video": row.video, "edit": "", "status": "ok", "frames": row.frames, "output": row.output})
+        collect(block=False)
+    collect(block=True)
+
+
+def print_summary(summary: JobSummary, output: str) -> None:
+    print(f"[dva] {summary.ok} ok, {summary.failed} failed, {summary.skipped} already done "
+          f"in {summary.seconds:.1f} s; manifest: {redact(summary.manifest)}")
+    if summary.frames:
+        print(f"[dva] {summary.frames} frames, {summary.unet_calls / summary.frames:.1f} UNet calls per frame")
+    for line in summary.failures:
+        print(f"[dva]   failed: {line}")
+    print(f"[dva] outputs under {redact(output)}")
+
+
+def main(argv: Optional[list[str]] = None, preset: str = "local_tiny") -> int:
+    """`dva edit [--config NAME|YAML] key=value ...` — also the `ray job submit` entrypoint (jobs/edit.py)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="dva edit", description="Edit a dataset of face videos on Ray.")
+    parser.add_argument("--config", default=preset, help="preset in configs/edit/ or a YAML path")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. input=s3://b/in output=s3://b/out")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[dva] %(message)s")
+    try:
+        cfg = load_job_config(EditJobConfig, args.config, args.overrides)
+        summary = run_edit_job(cfg)
+    except DvaError as err:
+        print(f"dva edit: error: {redact(err)}", file=sys.stderr)
+        return 2
+    print_summary(summary, cfg.output)
+    return summary.exit_code

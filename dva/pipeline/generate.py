@@ -1,0 +1,109 @@
+"""Stage B, on GPU actors: batches of chunks from any videos → DDIM inversion once → one generation per edit.
+
+Frames of several videos share each UNet batch. x_T is stored per chunk (when latents are kept) or loaded when a
+previous run stored it, so a repeat edit costs N UNet calls per frame instead of 2N−1. Edited crops go to the work
+area `<output>/.work/<video_id>/<edit_id>/<chunk>.npy`, where stage C picks them up in frame order.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Optional
+
+import numpy as np
+import torch
+
+from dva.diffusion import ddim_generate, ddim_invert
+from dva.models.autoencoder import DiffusionVideoAutoencoder
+from dva.pipeline.latents import LatentStore
+from dva.pipeline.manifest import edit_id
+from dva.pipeline.prepare import crops_to_tensor, tensor_to_crops
+from dva.storage import join, write_bytes_atomic
+
+
+def work_uri(output: str, video_id: str, edit: str, chunk: int) -> str:
+    return join(output, ".work", video_id, edit_id(edit), f"{chunk:06d}.npy")
+
+
+def _result(row: dict, edit: str, frames: int = 0, unet_calls: int = 0) -> dict:
+    return {"video_id": row["video_id"], "uri": row["uri"], "key": row["key"], "edit": edit,
+            "chunk": row["chunk"], "num_chunks": row["num_chunks"], "num_frames": row["num_frames"],
+            "frames": frames, "unet_calls": unet_calls, "error": row["error"]}
+
+
+def _in_batches(fn, x: torch.Tensor, cond: torch.Tensor, batch: int, memory_format: torch.memory_format
+                ) -> torch.Tensor:
+    """Run `fn` on batches of exactly `batch` frames in one memory format, the last batch padded by repeating its
+    final frame.
+
+    Kernels pick their algorithm (and so their rounding) by shape and memory layout: a fixed batch shape and layout
+    make each frame's result independent of which frames share its batch and of whether its x_T was just computed
+    or loaded, so reruns and resumed jobs reproduce pixels exactly. Fixed shapes also suit compiled graphs.
+    """
+    out = []
+    for i in range(0, len(x), batch):
+        xb, cb = x[i:i + batch], cond[i:i + batch]
+        n = len(xb)
+        if n < batch:
+            xb = torch.cat([xb, xb[-1:].expand(batch - n, *xb.shape[1:])])
+            cb = torch.cat([cb, cb[-1:].expand(batch - n, *cb.shape[1:])])
+        out.append(fn(xb.contiguous(memory_format=memory_format), cb)[:n])
+    return torch.cat(out)
+
+
+def generate_chunks(model: DiffusionVideoAutoencoder, rows: list[dict], *, output: str, steps: int,
+                    batch_frames: int, store_latents: bool, device: torch.device,
+                    autocast_dtype: Optional[torch.dtype],
+                    memory_format: torch.memory_format = torch.contiguous_format) -> list[dict]:
+    """Process stage-A rows; return one small row per (chunk, edit) saying what was written (or the error)."""
+    results = [_result(r, "") for r in rows if r["error"]]
+    rows = [r for r in rows if not r["error"]]
+    if not rows:
+        return results
+
+    def invert(x, c):
+        return ddim_invert(model, x, c, steps, autocast_dtype=autocast_dtype)
+
+    def generate(x, c):
+        return ddim_generate(model, x, c, steps, autocast_dtype=autocast_dtype)
+
+    sizes = [len(r["z_lnd"]) for r in rows]
+
+    def cond(i: int, z_id: np.ndarray) -> torch.Tensor:
+        # Per chunk, so each frame's z_face is computed with the same shapes whatever batch the chunk came in; and
+        # from fresh copies: rows arrive as views into Arrow buffers whose alignment changes BLAS rounding.
+        with torch.no_grad():
+            return model.face_code(torch.tensor(z_id, device=device)[None],
+                                   torch.tensor(rows[i]["z_lnd"], device=device))
+
+    x_T: list[Optional[torch.Tensor]] = [None] * len(rows)
+    to_invert = [i for i, r in enumerate(rows) if not r["has_x_T"]]
+    for i, r in enumerate(rows):
+        if r["has_x_T"]:
+            x_T[i] = torch.from_numpy(LatentStore(output, r["video_id"]).load_x_T(r["chunk"])).to(device)
+    if to_invert:
+        x0 = crops_to_tensor(np.concatenate([rows[i]["crops"] for i in to_invert])).to(device)
+        c = torch.cat([cond(i, rows[i]["z_id"]) for i in to_invert])
+        inverted = _in_batches(invert, x0, c, batch_frames, memory_format)
+        for i, part in zip(to_invert, inverted.split([sizes[i] for i in to_invert])):
+            x_T[i] = part
+            if store_latents:
+                LatentStore(output, rows[i]["video_id"]).save_x_T(rows[i]["chunk"], part.cpu().numpy())
+
+    edits = [json.loads(r["edits"]) for r in rows]
+    for i in to_invert:
+        if not edits[i]:  # encode-only: the chunk is done once its x_T is stored
+            results.append(_result(rows[i], "", sizes[i], (steps - 1) * sizes[i]))
+    for k in range(max(len(e) for e in edits)):
+        members = [i for i, e in enumerate(edits) if len(e) > k]
+        c = torch.cat([cond(i, rows[i]["z_edits"][k]) for i in members])
+        edited = _in_batches(generate, torch.cat([x_T[i] for i in members]), c, batch_frames, memory_format)
+        for i, part in zip(members, edited.split([sizes[i] for i in members])):
+            r = rows[i]
+            buf = io.BytesIO()
+            np.save(buf, tensor_to_crops(part), allow_pickle=False)
+            write_bytes_atomic(work_uri(output, r["video_id"], edits[i][k], r["chunk"]), buf.getvalue())
+            calls = steps if r["has_x_T"] or k > 0 else 2 * steps - 1
+            results.append(_result(r, edits[i][k], sizes[i], calls * sizes[i]))
+    return results

@@ -1,0 +1,81 @@
+"""Per-video latents under `<output>/latents/<video_id>/`: the face track, z codes and x_T per chunk.
+
+x_T depends only on the video, the model and N (SPEC §3 step 5), so a later edit of the same video reuses it and
+costs only the N generation calls per frame. `meta.json` is written last: a folder without it is ignored, so a run
+killed half-way never leaves latents that look complete.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from dva.face.record import AlignedTrack
+from dva.storage import exists, join, open_file, write_bytes_atomic
+
+
+@dataclass(frozen=True)
+class LatentKey:
+    """What x_T depends on: the model weights and config, N, the face config, and the chunking of frames."""
+
+    model_fingerprint: str
+    steps: int
+    chunk_frames: int
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _load_npy(uri: str) -> np.ndarray:
+    with open_file(uri) as f:
+        return np.load(io.BytesIO(f.read()), allow_pickle=False)
+
+
+class LatentStore:
+    def __init__(self, output_prefix: str, video_id: str):
+        self.root = join(output_prefix, "latents", video_id)
+
+    def _uri(self, *parts: str) -> str:
+        return join(self.root, *parts)
+
+    def is_complete(self, key: LatentKey) -> bool:
+        meta_uri = self._uri("meta.json")
+        if not exists(meta_uri):
+            return False
+        with open_file(meta_uri) as f:
+            meta = json.loads(f.read())
+        return (meta.get("model_fingerprint"), meta.get("steps"), meta.get("chunk_frames")) == (
+            key.model_fingerprint, key.steps, key.chunk_frames)
+
+    def save_track(self, track: AlignedTrack) -> None:
+        track.save(self._uri("track.npz"))
+
+    def load_track(self) -> AlignedTrack:
+        return AlignedTrack.load(self._uri("track.npz"))
+
+    def save_codes(self, z_id_frames: np.ndarray, z_lnd: np.ndarray) -> None:
+        buf = io.BytesIO()
+        np.savez(buf, z_id_frames=z_id_frames.astype(np.float32), z_lnd=z_lnd.astype(np.float32))
+        write_bytes_atomic(self._uri("codes.npz"), buf.getvalue())
+
+    def load_codes(self) -> tuple[np.ndarray, np.ndarray]:
+        with open_file(self._uri("codes.npz")) as f:
+            data = np.load(io.BytesIO(f.read()), allow_pickle=False)
+            return data["z_id_frames"], data["z_lnd"]
+
+    def save_x_T(self, chunk: int, x_T: np.ndarray) -> None:
+        write_bytes_atomic(self._uri("x_T", f"{chunk:06d}.npy"), _npy_bytes(x_T.astype(np.float32)))
+
+    def load_x_T(self, chunk: int) -> np.ndarray:
+        return _load_npy(self._uri("x_T", f"{chunk:06d}.npy"))
+
+    def commit(self, key: LatentKey, num_frames: int, num_chunks: int, source: str) -> None:
+        meta = {"model_fingerprint": key.model_fingerprint, "steps": key.steps, "chunk_frames": key.chunk_frames,
+                "num_frames": num_frames, "num_chunks": num_chunks, "source": source}
+        write_bytes_atomic(self._uri("meta.json"), json.dumps(meta, indent=1).encode())

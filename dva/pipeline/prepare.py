@@ -1,0 +1,97 @@
+"""Stage A, per video on CPU: track the face, crop, encode z_id/z_lnd, reduce z_id to its mean, emit chunks.
+
+A video is decoded three times and never held whole: pass 1 keeps landmarks only (smoothing needs the whole track),
+pass 2 keeps one z_id and z_lnd per frame (the mean z_id is needed before any inversion), pass 3 crops again and
+emits chunks of `chunk_frames` consecutive crops. When the video's latents are stored for this model and N, all
+three passes are skipped and the chunks carry no crops: stage B loads x_T instead.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+from dva.face.config import FaceConfig
+from dva.face.crop_video import align_video
+from dva.face.landmarker import FaceLandmarker
+from dva.face.record import AlignedTrack
+from dva.face.warp import iter_crops
+from dva.pipeline.latents import LatentKey, LatentStore
+from dva.video import iter_frames
+from dva.video.decode import stack_chunks
+
+# (edit specs, mean z_id [D]) → the z_id to decode with for each edit, [K, D]; built by the job.
+EditResolver = Callable[[Sequence[str], np.ndarray], np.ndarray]
+
+
+@dataclass
+class VideoTask:
+    uri: str
+    key: str  # output key relative to the output prefix
+    video_id: str
+    edits: list[str]  # edit specs still to do for this video (empty: encode only)
+
+
+def crops_to_tensor(crops: np.ndarray) -> torch.Tensor:
+    """uint8 [n, S, S, 3] → float [n, 3, S, S] in [−1, 1], in standard (NCHW-contiguous) layout."""
+    return (torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1.0).contiguous()
+
+
+def tensor_to_crops(images: torch.Tensor) -> np.ndarray:
+    """float [n, 3, S, S] in [−1, 1] → uint8 [n, S, S, 3]."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def encode_codes(task: VideoTask, track: AlignedTrack, encode_identity, encode_landmarks, chunk_frames: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Pass 2: z_id and z_lnd of every frame's crop."""
+    z_id, z_lnd = [], []
+    for crops in stack_chunks(iter_crops(iter_frames(task.uri), track.quads, track.crop_size), chunk_frames):
+        images = crops_to_tensor(crops)
+        z_id.append(encode_identity(images).cpu().numpy())
+        z_lnd.append(encode_landmarks(images).cpu().numpy())
+    return np.concatenate(z_id).astype(np.float32), np.concatenate(z_lnd).astype(np.float32)
+
+
+def prepare_video(task: VideoTask, face: FaceConfig, landmarker: FaceLandmarker, encode_identity, encode_landmarks,
+                  resolve_edits: EditResolver, store: Optional[LatentStore], latent_key: LatentKey,
+                  chunk_frames: int, reuse_latents: bool) -> Iterator[dict]:
+    """Yield one row per chunk of the video: crops (or none when x_T is stored), z_lnd, the mean z_id, the edits."""
+    cached = store is not None and reuse_latents and store.is_complete(latent_key)
+    if cached:
+        track = store.load_track()
+        z_id_frames, z_lnd = store.load_codes()
+    else:
+        track = align_video(task.uri, landmarker, face)
+        z_id_frames, z_lnd = encode_codes(task, track, encode_identity, encode_landmarks, chunk_frames)
+        if store is not None:
+            store.save_track(track)
+            store.save_codes(z_id_frames, z_lnd)
+    # The per-video reduction: one identity for every frame (SPEC §3 step 4), never re-normalised.
+    z_id = z_id_frames.mean(axis=0)
+    z_edits = resolve_edits(task.edits, z_id)
+    num_frames = len(track)
+    num_chunks = -(-num_frames // chunk_frames)
+    common = {"uri": task.uri, "key": task.key, "video_id": task.video_id, "num_frames": num_frames,
+              "num_chunks": num_chunks, "z_id": z_id, "edits": json.dumps(task.edits),
+              "z_edits": z_edits.astype(np.float32), "has_x_T": cached, "error": ""}
+    crops_iter = (None if cached else
+                  stack_chunks(iter_crops(iter_frames(task.uri), track.quads, track.crop_size), chunk_frames))
+    for chunk in range(num_chunks):
+        start = chunk * chunk_frames
+        stop = min(start + chunk_frames, num_frames)
+        crops = (np.zeros((0, track.crop_size, track.crop_size, 3), np.uint8) if crops_iter is None
+                 else next(crops_iter))
+        yield {**common, "chunk": chunk, "start": start, "crops": crops, "z_lnd": z_lnd[start:stop]}
+
+
+def failed_row(task: VideoTask, error: str) -> dict:
+    """The row stage A emits for a video it cannot prepare; it flows through stage B untouched."""
+    return {"uri": task.uri, "key": task.key, "video_id": task.video_id, "num_frames": 0, "num_chunks": 0,
+            "z_id": np.zeros(0, np.float32), "edits": "[]", "z_edits": np.zeros((0, 0), np.float32),
+            "has_x_T": False, "error": error, "chunk": -1, "start": 0,
+            "crops": np.zeros((0, 1, 1, 3), np.uint8), "z_lnd": np.zeros((0, 0), np.float32)}

@@ -1,0 +1,113 @@
+"""Thin Ray Data wrappers around the stage functions: load models once per actor, map a batch of rows.
+
+The library never imports Ray; this module and `edit_job` do. Each callable class is constructed once per actor
+(`__init__` loads weights) and called per batch, so the same functions run in unit tests without Ray.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import traceback
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from dva.config import to_yaml
+from dva.errors import DvaError
+from dva.face.landmarker import build_landmarker
+from dva.models.checkpoint import load_model
+from dva.pipeline.config import EditJobConfig
+from dva.pipeline.edits import EditResolver
+from dva.pipeline.generate import generate_chunks
+from dva.pipeline.latents import LatentKey, LatentStore
+from dva.pipeline.prepare import VideoTask, failed_row, prepare_video
+
+
+def model_fingerprint(cfg: EditJobConfig) -> str:
+    """What stored latents depend on besides N: the model config (checkpoint URI included) and the face config."""
+    text = to_yaml(cfg.model) + to_yaml(cfg.face.align) + to_yaml(cfg.face.track)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def latent_key(cfg: EditJobConfig) -> LatentKey:
+    return LatentKey(model_fingerprint(cfg), cfg.steps, cfg.chunk_frames)
+
+
+def _device(num_gpus: float) -> torch.device:
+    return torch.device("cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu")
+
+
+def _limit_threads(num_cpus: float) -> None:
+    """Use the cores the actor reserved, not every core of the node (several actors share a machine).
+
+    Called in each `__call__` too: Ray may run calls on another thread than `__init__`, and OpenMP's thread count
+    is per calling thread. A fixed count also keeps reductions, hence pixels, identical from run to run.
+    """
+    torch.set_num_threads(max(1, int(num_cpus)))
+
+
+def autocast_dtype(precision: str, device: torch.device):
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+class PrepareStage:
+    """Stage A: one video per call → a stream of chunk rows (or one failed row naming the error)."""
+
+    def __init__(self, cfg: EditJobConfig):
+        _limit_threads(cfg.frontend.num_cpus)
+        self.cfg = cfg
+        self.device = _device(cfg.frontend.num_gpus)
+        model = load_model(cfg.model, self.device)
+        model.unet = None  # stage A needs only the frozen encoders and the z_face linear
+        self.model = model
+        self.landmarker = build_landmarker(cfg.face)
+        self.resolver = EditResolver(model, cfg, self.landmarker)
+        self.key = latent_key(cfg)
+
+    def _encode(self, fn):
+        return lambda images: fn(images.to(self.device))
+
+    def __call__(self, batch: dict) -> Iterator[dict]:
+        _limit_threads(self.cfg.frontend.num_cpus)
+        for i in range(len(batch["uri"])):
+            task = VideoTask(str(batch["uri"][i]), str(batch["key"][i]), str(batch["video_id"][i]),
+                             list(batch["edits"][i]))
+            try:
+                for row in prepare_video(task, self.cfg.face, self.landmarker,
+                                         self._encode(self.model.encode_identity),
+                                         self._encode(self.model.encode_landmarks), self.resolver,
+                                         LatentStore(self.cfg.output, task.video_id), self.key,
+                                         self.cfg.chunk_frames, self.cfg.reuse_latents):
+                    yield {k: [v] for k, v in row.items()}
+            except DvaError as err:
+                yield {k: [v] for k, v in failed_row(task, str(err)).items()}
+            except Exception as err:  # a bug or an unexpected input: record it with its place, keep the job going
+                where = traceback.format_exc(limit=-2).strip().splitlines()[-3:]
+                yield {k: [v] for k, v in failed_row(task, f"{type(err).__name__}: {err} ({' | '.join(where)})"
+                                                     ).items()}
+
+
+class GenerateStage:
+    """Stage B: a batch of chunk rows from any videos → inversion + one generation per edit, on the GPU."""
+
+    def __init__(self, cfg: EditJobConfig):
+        _limit_threads(cfg.generate.num_cpus)
+        self.cfg = cfg
+        self.device = _device(cfg.generate.num_gpus)
+        self.model = load_model(cfg.model, self.device)
+        # channels_last is the fast layout for convolutions on GPU tensor cores; CPU kernels prefer NCHW.
+        self.memory_format = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
+        self.model = self.model.to(memory_format=self.memory_format)
+        self.dtype = autocast_dtype(cfg.precision, self.device)
+
+    def __call__(self, batch: dict) -> dict:
+        _limit_threads(self.cfg.generate.num_cpus)
+        rows = [{k: batch[k][i] for k in batch} for i in range(len(batch["uri"]))]
+        results = generate_chunks(self.model, rows, output=self.cfg.output, steps=self.cfg.steps,
+                                  batch_frames=self.cfg.generate.batch_frames,
+                                  store_latents=self.cfg.store_latents, device=self.device,
+                                  autocast_dtype=self.dtype, memory_format=self.memory_format)
+        return {k: np.array([r[k] for r in results]) for k in results[0]} if results else {}

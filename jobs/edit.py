@@ -1,0 +1,11 @@
+"""Ray job entrypoint of the batch edit job (same code as `dva edit`).
+
+    ray job submit --working-dir . -- python jobs/edit.py --config cluster_gpu input=s3://… output=s3://…
+"""
+
+import sys
+
+from dva.pipeline.edit_job import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Edit specs: string and YAML forms, errors that list the valid forms, stable filesystem-safe edit ids."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from dva.editing import EditDirection, EditSpec, edited_identity, l2norm, parse_edit, parse_edits
+from dva.errors import ConfigError
+
+CASES = {
+    "classifier:Smiling:1.5,Young:-1": EditSpec("classifier", attributes=(("Smiling", 1.5), ("Young", -1.0))),
+    "classifier:No_Beard:-2": EditSpec("classifier", attributes=(("No_Beard", -2.0),)),
+    "direction:s3://bucket/dirs/beard.safetensors:0.5": EditSpec("direction", uri="s3://bucket/dirs/beard.safetensors",
+                                                                 scale=0.5),
+    "direction:/data/d.safetensors:-1e-1": EditSpec("direction", uri="/data/d.safetensors", scale=-0.1),
+    'clip:"face":"face with beard":0.5': EditSpec("clip", source="face", target="face with beard", scale=0.5),
+    "clip:'face':'a face: smiling':1": EditSpec("clip", source="face", target="a face: smiling", scale=1.0),
+    "clip:face:old face:0.25": EditSpec("clip", source="face", target="old face", scale=0.25),
+    "identity:s3://bucket/ref/person.mp4": EditSpec("identity", uri="s3://bucket/ref/person.mp4"),
+    "reconstruct": EditSpec("reconstruct"),
+}
+
+
+@pytest.mark.parametrize("text", list(CASES))
+def test_string_form_parses_and_round_trips(text):
+    spec = parse_edit(text)
+    assert spec == CASES[text]
+    assert parse_edit(str(spec)) == spec
+    assert parse_edit(spec.to_dict()) == spec
+
+
+def test_yaml_form():
+    cfg = OmegaConf.create("""
+edits:
+  - {kind: classifier, attributes: {Smiling: 1.5, Young: -1}}
+  - {kind: direction, uri: "s3://bucket/dirs/beard.safetensors", scale: 0.5}
+  - {kind: clip, source: face, target: face with beard, scale: 0.5}
+  - {kind: identity, uri: /data/ref.jpg}
+  - {kind: reconstruct}
+  - "classifier:Bald:2"
+""")
+    specs = parse_edits(cfg.edits)
+    assert [s.kind for s in specs] == ["classifier", "direction", "clip", "identity", "reconstruct", "classifier"]
+    assert specs[0] == CASES["classifier:Smiling:1.5,Young:-1"]
+    assert specs[2] == CASES['clip:"face":"face with beard":0.5']
+    assert parse_edits("reconstruct") == [EditSpec("reconstruct")]
+
+
+@pytest.mark.parametrize("bad", [
+    "classifer:Smiling:1", "classifier:Smiling", "classifier:Smiling:lots", "classifier:Smiling:1,Smiling:2",
+    "classifier:Smiling:nan", "direction:s3://b/x.safetensors", "clip:\"face\":\"beard\"", 'clip:"face":"x":1:2',
+    'clip:"face":"":1', "clip:\"face:1", "identity:", "reconstruct:now", "", {"kind": "clip", "source": "a"},
+    {"kind": "direction", "uri": "x", "scale": 1, "extra": 2}, {"kind": "warp"},
+    {"kind": "classifier", "attributes": ["Smiling"]}, 42,
+])
+def test_bad_specs_list_the_valid_forms(bad):
+    with pytest.raises(ConfigError) as err:
+        parse_edit(bad)
+    assert "valid edit forms" in str(err.value) and "clip:\"SOURCE TEXT\":\"TARGET TEXT\":SCALE" in str(err.value)
+
+
+def test_edit_ids_are_safe_stable_and_distinct():
+    ids = [parse_edit(t).edit_id for t in CASES]
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]{1,128}", i) for i in ids), ids
+    assert len(set(ids)) == len(ids)
+    assert parse_edit("classifier:Smiling:1.5,Young:-1").edit_id == "classifier-Smiling_p1.5-Young_m1"
+    assert parse_edit("classifier:Young:-1,Smiling:1.5").edit_id == "classifier-Smiling_p1.5-Young_m1"
+    assert parse_edit("reconstruct").edit_id == "reconstruct"
+    clip = parse_edit('clip:"face":"face with beard":0.5').edit_id
+    assert clip.startswith("clip-face_with_beard_p0.5-") and clip == parse_edit(
+        {"kind": "clip", "source": "face", "target": "face with beard", "scale": 0.5}).edit_id
+    assert clip != parse_edit('clip:"man":"face with beard":0.5').edit_id
+    assert parse_edit("direction:s3://a/beard.safetensors:0.5").edit_id != parse_edit(
+        "direction:s3://b/beard.safetensors:0.5").edit_id
+    long = "classifier:" + ",".join(f"Attribute_Number_{i}:1" for i in range(20))
+    assert len(parse_edit(long).edit_id) <= 128
+    with pytest.raises(ConfigError, match="same edit is asked for twice"):
+        parse_edits(["classifier:Smiling:1,Young:2", "classifier:Young:2,Smiling:1"])
+
+
+def test_edited_identity_dispatch():
+    z = torch.tensor([3.0, 4.0, 0.0])
+    assert torch.equal(edited_identity(parse_edit("reconstruct"), z, encoder_id="e"), z)  # not re-normalised
+    direction = EditDirection(delta=torch.tensor([0.0, 0.0, 10.0]), encoder_id="e")
+    got = edited_identity(parse_edit("direction:x.safetensors:0.5"), z, encoder_id="e", direction=direction)
+    assert torch.allclose(got, l2norm(torch.tensor([3.0, 4.0, 5.0])))
+    ref = torch.tensor([0.0, 1.0, 0.0])
+    assert torch.equal(edited_identity(parse_edit("identity:/r.jpg"), z, encoder_id="e", reference_z_id=ref), ref)
+    with pytest.raises(ConfigError, match="pass `classifier`"):
+        edited_identity(parse_edit("classifier:Smiling:1"), z, encoder_id="e")
