@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test test-fast
+.PHONY: setup demo test test-fast
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -12,6 +12,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 setup: $(VENV)/.installed
+
+demo: setup
+	HF_HUB_OFFLINE=1 $(PY) -m dva.demo
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest

@@ -10,6 +10,7 @@ from dva.errors import DvaError
 # name -> ("module:function(argv) -> int", one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "edit": ("dva.pipeline.edit_job:main", "edit a dataset of face videos on Ray (local or cluster)"),
+    "encode": ("dva.pipeline.edit_job:encode_main", "encode videos to latents (z_id, z_lnd, quads, x_T) on Ray"),
     "face-crop": ("dva.face.crop_video:cli", "write the aligned face-crop video and quads of one video"),
     "convert-reference": ("dva.models.reference.convert:cli", "convert the released reference DVA checkpoint"),
 }

@@ -40,7 +40,8 @@ class GenerateStageConfig(StageConfig):
 class EditJobConfig:
     input: str = ""  # a prefix (local dir or s3://...) holding videos, or a manifest .csv/.parquet/.jsonl
     output: str = ""  # a prefix (local dir or s3://...)
-    edits: list[str] = field(default_factory=lambda: ["reconstruct"])  # edit specs, see dva.editing.edits
+    # Edit specs (see dva.editing.edits); an empty list only encodes: latents are the output.
+    edits: list[str] = field(default_factory=lambda: ["reconstruct"])
     classifier: Optional[str] = None  # attribute classifier file for `classifier:NAME:SCALE` edits
     steps: int = 100  # DDIM steps N: inversion costs N-1 UNet calls per frame, each edit N more
     precision: str = "auto"  # auto = bf16 autocast on GPU, fp32 on CPU
@@ -73,8 +74,8 @@ class EditJobConfig:
             raise ConfigError(
                 f"config key `face.align.crop_size`: {self.face.align.crop_size} must equal the model's "
                 f"`model.unet.image_size` ({self.model.unet.image_size})")
-        if not self.edits:
-            raise ConfigError("config key `edits`: give at least one edit, e.g. [reconstruct]")
+        if not self.edits and not self.store_latents:
+            raise ConfigError("config key `edits`: with no edits (encode only) `store_latents` must be true")
         for key, stage in (("frontend", self.frontend), ("generate", self.generate), ("writer", self.writer)):
             if stage.actors < 1 or (stage.min_actors is not None and not 1 <= stage.min_actors <= stage.actors):
                 raise ConfigError(f"config key `{key}.actors`: need 1 <= min_actors <= actors")

@@ -183,7 +183,8 @@ def _run(cfg: EditJobConfig, tasks: list[dict], summary: JobSummary) -> None:
                                            started[vid]))
         else:  # encode-only: the latents are the output
             row = ResultRow(r["uri"], vid, "", "ok", frames=int(r["num_frames"]),
-                            seconds=time.time() - started[vid], output=LatentStore(cfg.output, vid).root)
+                            seconds=time.time() - started[vid], output=join(LatentStore(cfg.output, vid).root,
+                                                                              "meta.json"))
             write_result(cfg.output, row)
             record({"video": row.video, "edit": "", "status": "ok", "frames": row.frames, "output": row.output})
         collect(block=False)
@@ -200,20 +201,29 @@ def print_summary(summary: JobSummary, output: str) -> None:
     print(f"[dva] outputs under {redact(output)}")
 
 
-def main(argv: Optional[list[str]] = None, preset: str = "local_tiny") -> int:
+def main(argv: Optional[list[str]] = None, encode_only: bool = False) -> int:
     """`dva edit [--config NAME|YAML] key=value ...` — also the `ray job submit` entrypoint (jobs/edit.py)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="dva edit", description="Edit a dataset of face videos on Ray.")
-    parser.add_argument("--config", default=preset, help="preset in configs/edit/ or a YAML path")
+    name = "dva encode" if encode_only else "dva edit"
+    what = ("Encode a dataset of face videos (mean z_id, z_lnd, quads, x_T per video) on Ray." if encode_only
+            else "Edit a dataset of face videos on Ray.")
+    parser = argparse.ArgumentParser(prog=name, description=what)
+    parser.add_argument("--config", default="local_tiny", help="preset in configs/edit/ or a YAML path")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. input=s3://b/in output=s3://b/out")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[dva] %(message)s")
+    overrides = [*args.overrides, "edits=[]", "store_latents=true"] if encode_only else args.overrides
     try:
-        cfg = load_job_config(EditJobConfig, args.config, args.overrides)
+        cfg = load_job_config(EditJobConfig, args.config, overrides)
         summary = run_edit_job(cfg)
     except DvaError as err:
-        print(f"dva edit: error: {redact(err)}", file=sys.stderr)
+        print(f"{name}: error: {redact(err)}", file=sys.stderr)
         return 2
     print_summary(summary, cfg.output)
     return summary.exit_code
+
+
+def encode_main(argv: Optional[list[str]] = None) -> int:
+    """`dva encode`: stages A and B without generation; the latents under `<output>/latents/` are the result."""
+    return main(argv, encode_only=True)

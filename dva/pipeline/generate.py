@@ -92,9 +92,9 @@ def generate_chunks(model: DiffusionVideoAutoencoder, rows: list[dict], *, outpu
                 LatentStore(output, rows[i]["video_id"]).save_x_T(rows[i]["chunk"], part.cpu().numpy())
 
     edits = [json.loads(r["edits"]) for r in rows]
-    for i in to_invert:
+    for i, r in enumerate(rows):
         if not edits[i]:  # encode-only: the chunk is done once its x_T is stored
-            results.append(_result(rows[i], "", sizes[i], (steps - 1) * sizes[i]))
+            results.append(_result(r, "", sizes[i], 0 if r["has_x_T"] else (steps - 1) * sizes[i]))
     for k in range(max(len(e) for e in edits)):
         members = [i for i, e in enumerate(edits) if len(e) > k]
         c = torch.cat([cond(i, rows[i]["z_edits"][k]) for i in members])

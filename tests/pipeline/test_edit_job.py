@@ -21,6 +21,7 @@ from dva.pipeline.edit_job import run_edit_job
 from dva.pipeline.latents import LatentStore
 from dva.pipeline.manifest import read_manifest
 from dva.pipeline.prepare import crops_to_tensor, tensor_to_crops
+from dva.pipeline.stages import latent_key
 from dva.storage import list_files
 from dva.video import iter_frames, probe
 
@@ -139,3 +140,21 @@ def test_second_edit_reuses_latents(first_run, clip_folder, tiny_checkpoint, gra
         # The edited crops are identical too (checked by hand with the work files kept); the two H.264 encodes are
         # not bit-identical here, so compare the decoded frames up to encoder noise.
         assert psnr(frames_of(a[video]), frames_of(b[video])) > 35
+
+
+def test_encode_only_writes_reusable_latents(ray_local, clip_folder, tiny_checkpoint, tmp_path):
+    out = str(tmp_path / "encoded")
+    cfg = load_job_config(EditJobConfig, "local_tiny", job_overrides(clip_folder, out, tiny_checkpoint, "edits=[]"))
+    summary = run_edit_job(cfg)
+    assert summary.ok == 3 and summary.unet_calls == (cfg.steps - 1) * summary.frames
+    for row in (r for r in read_manifest(out).to_pylist() if r["status"] == "ok"):
+        store = LatentStore(out, row["video_id"])
+        assert store.is_complete(latent_key(cfg))
+        z_id, z_lnd = store.load_codes()
+        assert len(z_id) == len(z_lnd) == row["frames"] == len(store.load_track())
+        x_T = np.concatenate([store.load_x_T(c) for c in range(-(-row["frames"] // cfg.chunk_frames))])
+        assert x_T.shape == (row["frames"], 3, 32, 32)
+    # an edit on top of the encoded prefix only generates: N calls per frame
+    again = run_edit_job(load_job_config(EditJobConfig, "local_tiny",
+                                         job_overrides(clip_folder, out, tiny_checkpoint, "edits=[reconstruct]")))
+    assert again.ok == 3 and again.unet_calls == cfg.steps * again.frames

@@ -1,0 +1,120 @@
+"""End-to-end throughput of the Ray edit job against a plain batched loop doing the same UNet calls.
+
+    python benchmarks/edit_job.py                          # tiny model, CPU, local Ray
+    python benchmarks/edit_job.py --config cluster_gpu --videos 16 --frames 64 model.checkpoint=...   # on a GPU
+
+Prints frames/s end to end, UNet calls per frame (2N−1 for the first edit, N for each further one and for a rerun
+with stored latents), the share of wall time spent outside the UNet (the job's time over the plain loop's), and
+the peak resident memory of the driver and of the largest Ray worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from dva.diffusion import ddim_generate, ddim_invert
+from dva.models.checkpoint import load_model
+from dva.pipeline.config import EditJobConfig, load_job_config
+from dva.pipeline.edit_job import run_edit_job
+from dva.pipeline.stages import autocast_dtype
+from dva.samples import make_sample_clip
+
+
+class WorkerMemory:
+    """Samples the resident memory of every Ray worker process (Linux /proc) while the job runs; keeps the maximum."""
+
+    def __init__(self, interval: float = 0.2):
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.is_set():
+            for proc in Path("/proc").glob("[0-9]*"):
+                try:
+                    if not (proc / "cmdline").read_bytes().startswith(b"ray::"):
+                        continue
+                    status = (proc / "status").read_text()
+                except OSError:  # the process ended meanwhile
+                    continue
+                rss_kib = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+                self.peak = max(self.peak, rss_kib * 1024)
+            time.sleep(interval)
+
+    def __enter__(self) -> "WorkerMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def plain_loop_seconds(cfg: EditJobConfig, frames: int, edits: int) -> float:
+    """The same UNet work as the job (one inversion, `edits` generations per frame) as a bare batched loop."""
+    device = torch.device("cuda" if cfg.generate.num_gpus > 0 and torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(max(1, int(cfg.generate.num_cpus)))
+    model = load_model(cfg.model, device)
+    dtype = autocast_dtype(cfg.precision, device)
+    s, b = cfg.model.unet.image_size, cfg.generate.batch_frames
+    x = torch.rand(b, 3, s, s, device=device) * 2 - 1
+    cond = torch.randn(b, cfg.model.z_face_dim, device=device)
+    start = time.perf_counter()
+    for _ in range(-(-frames // b)):
+        x_T = ddim_invert(model, x, cond, cfg.steps, autocast_dtype=dtype)
+        for _ in range(edits):
+            ddim_generate(model, x_T, cond, cfg.steps, autocast_dtype=dtype)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="local_tiny")
+    ap.add_argument("--videos", type=int, default=4)
+    ap.add_argument("--frames", type=int, default=16, help="frames per generated clip")
+    ap.add_argument("--size", default="320x240", help="clip size WxH")
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
+    work = Path(tempfile.mkdtemp(prefix="dva-bench-"))
+    for i in range(args.videos):
+        make_sample_clip(work / "in" / f"clip{i}.mp4", ("astronaut", "grace_hopper")[i % 2], frames=args.frames,
+                         size=(width, height), seed=i, audio=True)
+    overrides = [f"input={work / 'in'}", f"output={work / 'out'}", "progress=false", *args.overrides]
+    cfg = load_job_config(EditJobConfig, args.config, overrides)
+    edits = len(cfg.edits)
+
+    with WorkerMemory() as memory:
+        first = run_edit_job(cfg)
+    frames = first.frames
+    plain = plain_loop_seconds(cfg, frames, edits)
+    # A further edit on the same output reuses the stored x_T: only generation runs.
+    more = load_job_config(EditJobConfig, args.config, [*overrides, f"edits=[identity:{work / 'in' / 'clip1.mp4'}]"])
+    second = run_edit_job(more)
+
+    print(f"config {args.config}: {args.videos} videos × {args.frames} frames at {width}x{height}, N={cfg.steps}, "
+          f"{edits} edit(s), batch {cfg.generate.batch_frames}, device "
+          f"{'cuda' if cfg.generate.num_gpus > 0 and torch.cuda.is_available() else 'cpu'}")
+    print(f"first run:  {frames / first.seconds:.2f} frames/s end to end ({first.seconds:.1f} s), "
+          f"{first.unet_calls / frames:.1f} UNet calls per frame")
+    print(f"plain loop: {frames / plain:.2f} frames/s for the same UNet calls ({plain:.1f} s); time outside the UNet: "
+          f"{1 - plain / first.seconds:.0%} of the job's wall time (includes Ray start-up and actor set-up)")
+    print(f"another edit with stored latents: {second.frames / second.seconds:.2f} frames/s, "
+          f"{second.unet_calls / max(second.frames, 1):.1f} UNet calls per frame "
+          f"(= N/(2N−1) = {cfg.steps / (2 * cfg.steps - 1):.2f} of a first edit's)")
+    print(f"peak memory: driver {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB, "
+          f"largest Ray worker {memory.peak / 2**20:.0f} MiB")
+    print(f"outputs: {work / 'out'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+"""Ray job entrypoint of the encode-only job (same code as `dva encode`): latents per video, no generation.
+
+    ray job submit --working-dir . -- python jobs/encode.py --config cluster_gpu input=s3://… output=s3://…
+"""
+
+import sys
+
+from dva.pipeline.edit_job import encode_main
+
+if __name__ == "__main__":
+    sys.exit(encode_main())
