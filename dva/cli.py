@@ -11,6 +11,8 @@ from dva.errors import DvaError
 COMMANDS: dict[str, tuple[str, str]] = {
     "edit": ("dva.pipeline.edit_job:main", "edit a dataset of face videos on Ray (local or cluster)"),
     "encode": ("dva.pipeline.edit_job:encode_main", "encode videos to latents (z_id, z_lnd, quads, x_T) on Ray"),
+    "eval": ("dva.evaluation.job:main", "evaluate reconstruction at several N, or an edit run's TL-ID/TG-ID/flicker"),
+    "report": ("dva.report.edit_report:main", "write the static HTML report of an edit run (stills, players, metrics)"),
     "face-crop": ("dva.face.crop_video:cli", "write the aligned face-crop video and quads of one video"),
     "convert-reference": ("dva.models.reference.convert:cli", "convert the released reference DVA checkpoint"),
 }

@@ -1,4 +1,4 @@
-"""The laptop demo (`make demo`): sample face clips → the Ray edit job → an HTML page with the results.
+"""The laptop demo (`make demo`): sample face clips → the Ray edit job → evaluation → an HTML page with the results.
 
     python -m dva.demo                 # everything, into out/demo/
     python -m dva.demo train --steps 800 --out checkpoints/demo64.safetensors   # remake the shipped model
@@ -114,9 +114,13 @@ def run_demo(out: Path, checkpoint: Path | None, train_seconds: float) -> int:
         f"model.checkpoint={checkpoint}"])
     summary = run_edit_job(cfg)
     print_summary(summary, cfg.output)
+    from dva.evaluation.config import load_eval_config
+    from dva.evaluation.job import run_eval
     from dva.report import write_edit_report
 
-    page = write_edit_report(cfg.output)
+    # TL-ID / TG-ID / flicker of every edit with dlib's identity descriptor: the numbers next to the paper's.
+    summary_uri = run_eval(load_eval_config("local_tiny", ["mode=edit", f"input={cfg.output}"]))
+    page = write_edit_report(cfg.output, eval_summary=summary_uri)
     print(f"[demo] finished in {time.time() - started:.0f} s. Open the results page:\n    {page}")
     return summary.exit_code
 

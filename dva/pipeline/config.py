@@ -28,7 +28,11 @@ class StageConfig:
     min_actors: Optional[int] = None
     num_cpus: float = 1.0
     num_gpus: float = 0.0
-    max_restarts: int = 3  # an actor lost mid-batch is restarted and its batch retried
+
+
+@dataclass
+class WriterStageConfig(StageConfig):
+    retries: int = 3  # a stage C task lost with its worker is run again (its output is committed atomically)
 
 
 @dataclass
@@ -57,7 +61,7 @@ class EditJobConfig:
     face: FaceConfig = field(default_factory=FaceConfig)
     frontend: StageConfig = field(default_factory=StageConfig)
     generate: GenerateStageConfig = field(default_factory=GenerateStageConfig)
-    writer: StageConfig = field(default_factory=StageConfig)
+    writer: WriterStageConfig = field(default_factory=WriterStageConfig)
 
     def validate(self) -> None:
         if not self.input:

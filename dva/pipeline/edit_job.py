@@ -118,17 +118,16 @@ def _run(cfg: EditJobConfig, tasks: list[dict], summary: JobSummary) -> None:
     ray = _init_ray(cfg)
     from dva.pipeline.stages import GenerateStage, PrepareStage
 
-    finalize = ray.remote(num_cpus=cfg.writer.num_cpus, max_retries=cfg.writer.max_restarts)(_finalize_pair)
+    # Ray Data restarts a lost stage actor and retries its batch by itself; stage C tasks retry `writer.retries` times.
+    finalize = ray.remote(num_cpus=cfg.writer.num_cpus, max_retries=cfg.writer.retries)(_finalize_pair)
     ds = ray.data.from_items(tasks, override_num_blocks=len(tasks))
     ds = ds.map_batches(PrepareStage, fn_constructor_kwargs={"cfg": cfg}, batch_size=1,
                         compute=_actor_pool(ray, cfg.frontend), num_cpus=cfg.frontend.num_cpus,
-                        num_gpus=cfg.frontend.num_gpus, max_restarts=cfg.frontend.max_restarts,
-                        max_task_retries=cfg.frontend.max_restarts)
+                        num_gpus=cfg.frontend.num_gpus)
     ds = ds.map_batches(GenerateStage, fn_constructor_kwargs={"cfg": cfg},
                         batch_size=max(1, cfg.generate.batch_frames // cfg.chunk_frames),
                         compute=_actor_pool(ray, cfg.generate), num_cpus=cfg.generate.num_cpus,
-                        num_gpus=cfg.generate.num_gpus, max_restarts=cfg.generate.max_restarts,
-                        max_task_retries=cfg.generate.max_restarts)
+                        num_gpus=cfg.generate.num_gpus)
 
     by_id = {t["video_id"]: t for t in tasks}
     started = {vid: time.time() for vid in by_id}

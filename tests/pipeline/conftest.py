@@ -57,8 +57,3 @@ def grace_png(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("ref") / "grace.png"
     cv2.imwrite(str(path), cv2.cvtColor(load_photo("grace_hopper"), cv2.COLOR_RGB2BGR))
     return str(path)
-
-
-def job_overrides(input_: str, output: str, checkpoint: str, *extra: str) -> list[str]:
-    return [f"input={input_}", f"output={output}", f"model.checkpoint={checkpoint}", "steps=3", "chunk_frames=3",
-            "generate.batch_frames=6", "progress=false", *extra]

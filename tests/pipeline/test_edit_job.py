@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import job_overrides
+from edit_job_args import job_overrides
 from dva.config import load_config
 from dva.diffusion import ddim_generate, ddim_invert
 from dva.face.crop_video import align_video

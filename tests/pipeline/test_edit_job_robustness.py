@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import s3fs
 
-from conftest import job_overrides
+from edit_job_args import job_overrides
 from dva.pipeline.config import EditJobConfig, load_job_config
 from dva.pipeline.edit_job import run_edit_job
 from dva.pipeline.manifest import read_manifest
