@@ -13,6 +13,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "encode": ("dva.pipeline.edit_job:encode_main", "encode videos to latents (z_id, z_lnd, quads, x_T) on Ray"),
     "eval": ("dva.evaluation.job:main", "evaluate reconstruction at several N, or an edit run's TL-ID/TG-ID/flicker"),
     "report": ("dva.report.edit_report:main", "write the static HTML report of an edit run (stills, players, metrics)"),
+    "preprocess": ("dva.train.preprocess:main", "training shards (crops, z codes, masks) from face videos on Ray"),
+    "train": ("dva.train.ray_train:main", "train the autoencoder on Ray Train (DDP, checkpoints, resume)"),
     "face-crop": ("dva.face.crop_video:cli", "write the aligned face-crop video and quads of one video"),
     "convert-reference": ("dva.models.reference.convert:cli", "convert the released reference DVA checkpoint"),
 }

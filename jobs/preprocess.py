@@ -1,0 +1,11 @@
+"""Ray job entrypoint of the training-data preprocessing (same code as `dva preprocess`).
+
+    ray job submit --working-dir . -- python jobs/preprocess.py --config cluster input=s3://… output=s3://…
+"""
+
+import sys
+
+from dva.train.preprocess import main
+
+if __name__ == "__main__":
+    sys.exit(main())
