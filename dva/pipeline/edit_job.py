@@ -149,12 +149,13 @@ def _run(cfg: EditJobConfig, tasks: list[dict], summary: JobSummary) -> None:
                 raise DvaError(f"fail_fast: {row['video']} failed: {row['error']}")
 
     def collect(block: bool) -> None:
+        """Record finished stage C tasks as they finish (one line each); with `block`, until none is left."""
         nonlocal pending
         while pending:
-            ready, pending = ray.wait(pending, num_returns=len(pending) if block else 1, timeout=None if block else 0)
+            ready, pending = ray.wait(pending, num_returns=1, timeout=None if block else 0)
             for ref in ready:
                 record(ray.get(ref))
-            if not ready or not block:
+            if not ready:
                 return
 
     for r in ds.iter_rows():
