@@ -23,7 +23,7 @@ from dva.diffusion import ddim_generate, ddim_invert
 from dva.models.checkpoint import load_model
 from dva.pipeline.config import EditJobConfig, load_job_config
 from dva.pipeline.edit_job import run_edit_job
-from dva.pipeline.stages import autocast_dtype
+from dva.diffusion import autocast_dtype
 from dva.samples import make_sample_clip
 
 

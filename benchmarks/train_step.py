@@ -20,7 +20,8 @@ from unet_throughput import count_gflops, peak_memory_mb
 from dva.models.autoencoder import DiffusionVideoAutoencoder
 from dva.models.config import EncoderConfig
 from dva.train.config import load_train_config
-from dva.train.loop import amp_dtype, create_train_state, train_step
+from dva.diffusion import autocast_dtype
+from dva.train.loop import create_train_state, train_step
 
 
 def main() -> None:
@@ -64,7 +65,7 @@ def main() -> None:
         train_step(state, batch)
     sync()
     elapsed = time.perf_counter() - start
-    dtype = amp_dtype(cfg.optim.amp, device)
+    dtype = autocast_dtype(cfg.optim.amp, device)
     print(f"model {m.name}: {params / 1e6:.3f} M UNet parameters, {gflops:.1f} GFLOPs per {s}² forward")
     print(f"device {device} amp {dtype or 'fp32'} batch {batch_size} per worker "
           f"({cfg.data.videos_per_step} videos x {cfg.data.frames_per_video} frames), {args.steps} steps")

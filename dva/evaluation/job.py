@@ -38,7 +38,7 @@ def run_reconstruction(cfg: EvalConfig) -> str:
     from dva.face.landmarker import build_landmarker
     from dva.models.checkpoint import load_model
     from dva.pipeline.inputs import discover_inputs
-    from dva.pipeline.stages import autocast_dtype
+    from dva.diffusion import autocast_dtype
 
     device = _device(cfg)
     steps = sorted(set(cfg.steps))

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from dva.config import to_yaml
+from dva.diffusion import autocast_dtype
 from dva.errors import DvaError
 from dva.face.landmarker import build_landmarker
 from dva.models.checkpoint import load_model
@@ -45,12 +46,6 @@ def _limit_threads(num_cpus: float) -> None:
     is per calling thread. A fixed count also keeps reductions, hence pixels, identical from run to run.
     """
     torch.set_num_threads(max(1, int(num_cpus)))
-
-
-def autocast_dtype(precision: str, device: torch.device):
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 class PrepareStage:

@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from dva.diffusion.ddim import autocast_dtype
 from dva.diffusion.losses import dva_loss
 from dva.errors import ConfigError
 from dva.models.autoencoder import DiffusionVideoAutoencoder
@@ -39,12 +40,6 @@ class OptimConfig:
             raise ConfigError("config keys `optim.lr` and `optim.grad_clip` must be positive")
 
 
-def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
-    if amp == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-
-
 @dataclass
 class TrainState:
     model: nn.Module  # the DiffusionVideoAutoencoder, possibly wrapped in DistributedDataParallel
@@ -64,7 +59,7 @@ def create_train_state(model: nn.Module, cfg: OptimConfig) -> TrainState:
     module = getattr(model, "module", model)
     device = next(module.unet.parameters()).device
     optimizer = torch.optim.Adam(module.trainable_parameters(), lr=cfg.lr, weight_decay=0.0)
-    scaler = torch.amp.GradScaler(device.type) if amp_dtype(cfg.amp, device) == torch.float16 else None
+    scaler = torch.amp.GradScaler(device.type) if autocast_dtype(cfg.amp, device) == torch.float16 else None
     return TrainState(model, EMA(module, cfg.ema_decay), optimizer, scaler, cfg)
 
 
@@ -79,7 +74,7 @@ def train_step(state: TrainState, batch: dict[str, torch.Tensor],
     features = torch.cat([z_id.float(), z_lnd.float()], dim=1)
 
     state.model.train()
-    dtype = amp_dtype(state.cfg.amp, images.device)
+    dtype = autocast_dtype(state.cfg.amp, images.device)
     ctx = torch.autocast(images.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
     with ctx:
         terms = dva_loss(lambda x, t, c: state.model(x, t, z_features=c), images, features, batch.get("mask"),

@@ -30,7 +30,8 @@ from dva.models.checkpoint import load_model
 from dva.pipeline.stages import _limit_threads
 from dva.storage import canonical_uri, is_remote, redact
 from dva.train.config import TrainJobConfig, load_train_config, run_job_command
-from dva.train.loop import TrainState, amp_dtype, create_train_state, train_step
+from dva.diffusion import autocast_dtype
+from dva.train.loop import TrainState, create_train_state, train_step
 from dva.train.preview import pick_preview_rows, sample_grid
 from dva.train.sampler import DataPosition, VideoBatchSampler
 from dva.train.shards import DatasetInfo, check_dataset, list_shards
@@ -72,7 +73,7 @@ def _write_samples(path: Path, state: TrainState, preview: dict, steps: int) -> 
     with state.ema.applied_to(module):
         module.eval()
         grid = sample_grid(module, preview["images"].to(device), preview["z_id"].to(device),
-                           preview["z_lnd"].to(device), steps, amp_dtype(state.cfg.amp, device))
+                           preview["z_lnd"].to(device), steps, autocast_dtype(state.cfg.amp, device))
     module.train()
     cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
 
