@@ -15,6 +15,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("dva.report.edit_report:main", "write the static HTML report of an edit run (stills, players, metrics)"),
     "preprocess": ("dva.train.preprocess:main", "training shards (crops, z codes, masks) from face videos on Ray"),
     "train": ("dva.train.ray_train:main", "train the autoencoder on Ray Train (DDP, checkpoints, resume)"),
+    "train-classifier": ("dva.editing.classifier_job:main",
+                         "attribute classifiers on z_id from annotated face images (for classifier edits)"),
     "face-crop": ("dva.face.crop_video:cli", "write the aligned face-crop video and quads of one video"),
     "convert-reference": ("dva.models.reference.convert:cli", "convert the released reference DVA checkpoint"),
 }

@@ -31,7 +31,7 @@ from dva.models.checkpoint import save_checkpoint
 from dva.models.config import ModelConfig
 from dva.pipeline.config import EditJobConfig, load_job_config
 from dva.pipeline.edit_job import print_summary, run_edit_job
-from dva.pipeline.prepare import crops_to_tensor
+from dva.crops import crops_to_tensor
 from dva.samples import make_sample_clip
 from dva.train.loop import OptimConfig, create_train_state, train_step
 from dva.video import iter_frames

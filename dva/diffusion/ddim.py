@@ -12,7 +12,7 @@ are taken in float32.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable, Optional
 
@@ -32,6 +32,8 @@ class DDIMScheduler:
 
     timesteps: tuple[int, ...]
     alphas_cumprod: np.ndarray  # [N] float64, ᾱ at the spaced steps
+    # Per device: the float32 coefficient table (built once, so the sampling loop never copies from the host).
+    _tables: dict = field(default_factory=dict, compare=False, repr=False)
 
     @staticmethod
     @lru_cache(maxsize=32)
@@ -49,28 +51,38 @@ class DDIMScheduler:
     def num_steps(self) -> int:
         return len(self.timesteps)
 
-    def _coef(self, values: np.ndarray, index: int, like: torch.Tensor) -> torch.Tensor:
-        return torch.tensor(values[index], dtype=torch.float32, device=like.device)
+    def coefficients(self, device: torch.device) -> torch.Tensor:
+        """[6, N] float32 on `device`: √(1/ᾱ), √(1/ᾱ−1) (float64, then cast, as the reference), then √ᾱ_prev,
+        √(1−ᾱ_prev), √ᾱ_next, √(1−ᾱ_next) taken in float32 (ᾱ_{−1} = 1, ᾱ_N = 0). Row views are 0-dim tensors
+        already on the device, so a step launches no host-to-device copy and never synchronises."""
+        key = str(device)
+        if key not in self._tables:
+            ac = self.alphas_cumprod
+            f32 = lambda v: torch.tensor(v, dtype=torch.float32, device=device)  # noqa: E731
+            prev, nxt = f32(np.append(1.0, ac[:-1])), f32(np.append(ac[1:], 0.0))
+            self._tables[key] = torch.stack([
+                f32(np.sqrt(1.0 / ac)), f32(np.sqrt(1.0 / ac - 1.0)),
+                prev.sqrt(), (1 - prev).sqrt(), nxt.sqrt(), (1 - nxt).sqrt(),
+            ])
+        return self._tables[key]
 
     def predict_x0(self, eps: torch.Tensor, index: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Clamped x̂0 and the ε recomputed from it, at spaced index `index`."""
-        ac = self.alphas_cumprod
-        recip = self._coef(np.sqrt(1.0 / ac), index, x)
-        recipm1 = self._coef(np.sqrt(1.0 / ac - 1.0), index, x)
+        recip, recipm1 = self.coefficients(x.device)[:2, index]
         x0 = (recip * x - recipm1 * eps).clamp(-1.0, 1.0)
         return x0, (recip * x - x0) / recipm1
 
     def step(self, eps: torch.Tensor, index: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One generation step from spaced index `index` to `index − 1` (ᾱ_{−1} = 1). Returns (x_prev, x̂0)."""
         x0, eps = self.predict_x0(eps, index, x)
-        prev = self._coef(np.append(1.0, self.alphas_cumprod[:-1]), index, x)
-        return x0 * torch.sqrt(prev) + torch.sqrt(1 - prev) * eps, x0
+        sqrt_prev, sqrt_one_minus_prev = self.coefficients(x.device)[2:4, index]
+        return x0 * sqrt_prev + sqrt_one_minus_prev * eps, x0
 
     def invert_step(self, eps: torch.Tensor, index: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One inversion step from spaced index `index` to `index + 1`. Returns (x_next, x̂0)."""
         x0, eps = self.predict_x0(eps, index, x)
-        nxt = self._coef(np.append(self.alphas_cumprod[1:], 0.0), index, x)
-        return x0 * torch.sqrt(nxt) + torch.sqrt(1 - nxt) * eps, x0
+        sqrt_next, sqrt_one_minus_next = self.coefficients(x.device)[4:6, index]
+        return x0 * sqrt_next + sqrt_one_minus_next * eps, x0
 
 
 def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:

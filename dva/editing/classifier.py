@@ -7,7 +7,8 @@ attribute's held-out accuracy. The edit moves ẑ along each attribute's unit we
     ẑ' = ẑ + Σ_a s_a·√d·w_a/‖w_a‖,  z_edit = l2norm(σ·ẑ' + μ)
 
 Training data: CelebA / CelebAMask-HQ attribute annotations (`parse_celeba_attributes`) and z_id of the images
-(`embed_images`, given the identity encoder and, for unaligned photos, an aligner).
+(`embed_images`, given the identity encoder and, for unaligned photos, an aligner); `dva train-classifier`
+(classifier_job.py) runs the whole chain.
 """
 
 from __future__ import annotations
@@ -17,15 +18,16 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from dva.editing.artifact import check_dim, check_encoder, l2norm, read_artifact, write_artifact
-from dva.errors import ConfigError, DvaError
-from dva.storage import open_file
+from dva.errors import ConfigError, DvaError, NoFaceError, StorageError
+from dva.storage import exists, open_file, read_many, redact
 
 FORMAT = "dva-attribute-classifier-v1"
 
@@ -126,11 +128,14 @@ def train_attribute_classifier(
             opt.step()
     with torch.no_grad():
         correct = ((linear(zn[held]) > 0).float() == labels[held]).float().mean(0)
+    # The share of positives among the held-out rows: accuracy means little next to max(rate, 1 − rate).
+    positives = labels[held].mean(0)
     return AttributeClassifier(
         weight=linear.weight.detach().clone(), bias=linear.bias.detach().clone(), names=tuple(names),
         mu=mu, sigma=sigma, encoder_id=encoder_id,
         heldout_accuracy={name: float(a) for name, a in zip(names, correct)},
-        metadata={"n_train": str(len(train)), "n_heldout": str(n_held), "epochs": str(epochs), "lr": str(lr)},
+        metadata={"n_train": str(len(train)), "n_heldout": str(n_held), "epochs": str(epochs), "lr": str(lr),
+                  "heldout_positive_rate": json.dumps({name: float(r) for name, r in zip(names, positives)})},
     )
 
 
@@ -164,8 +169,11 @@ def parse_celeba_attributes(source: str | Path) -> AttributeTable:
 
     Format: the image count; the attribute names; then one line per image, `filename v1 … vA` with 1 / −1.
     """
-    with open_file(source, "rb") as f:
-        lines = [ln for ln in io.TextIOWrapper(f, encoding="utf-8").read().splitlines() if ln.strip()]
+    try:
+        with open_file(source, "rb") as f:
+            lines = [ln for ln in io.TextIOWrapper(f, encoding="utf-8").read().splitlines() if ln.strip()]
+    except StorageError as err:
+        raise StorageError(f"attribute annotations: {err}") from None
     if len(lines) < 2:
         raise DvaError(f"{source}: an attribute file needs a count line and a names line")
     try:
@@ -185,6 +193,18 @@ def parse_celeba_attributes(source: str | Path) -> AttributeTable:
         filenames.append(parts[0])
         values[i] = [v == "1" for v in parts[1:]]
     return AttributeTable(filenames, names, torch.from_numpy(values))
+
+
+def select_attributes(table: AttributeTable, names: Sequence[str]) -> AttributeTable:
+    """The columns `names` of `table`, in that order; an unknown name fails with the list of valid ones."""
+    unknown = [n for n in names if n not in table.names]
+    if unknown:
+        raise ConfigError(f"unknown attribute{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                          f"valid attributes: {', '.join(table.names)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"attributes named twice: {sorted({n for n in names if list(names).count(n) > 1})}")
+    cols = [table.names.index(n) for n in names]
+    return AttributeTable(table.filenames, list(names), table.labels[:, cols])
 
 
 # align(rgb uint8 [H, W, 3]) -> crop [3, S, S] in [−1, 1], or None when the image has no usable face.
@@ -243,20 +263,81 @@ def embed_images(images: Iterable, embed: Embedder, *, align: Aligner | None = N
             flush()
     flush()
     if not codes:
-        raise DvaError("no image gave a z_id (every image failed alignment, or none were given)")
+        raise NoFaceError("no image gave a z_id (every image failed alignment, or none were given)")
     return torch.cat(codes), kept
+
+
+def _read_images(uris: Sequence[str], present: list[int], done: Callable[[int], object], batch: int = 64
+                 ) -> Iterator[np.ndarray]:
+    """RGB arrays of the `uris` that exist, in order; the index of each one yielded is appended to `present`, and
+    `done(1)` is called for every uri, found or not (a progress bar's `update`).
+
+    Files are fetched `batch` at a time (concurrently on S3). A missing file is skipped; an unreachable store or a
+    file that is not an image is an error naming it.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    for start in range(0, len(uris), batch):
+        chunk = list(uris[start:start + batch])
+        try:
+            blobs: list[bytes | None] = list(read_many(chunk))
+        except StorageError:  # a missing file fails the whole fetch: find which, one by one
+            blobs = []
+            for uri in chunk:
+                try:
+                    blobs.append(read_many([uri])[0])
+                except StorageError:
+                    if exists(uri):
+                        raise
+                    blobs.append(None)
+        for offset, (uri, blob) in enumerate(zip(chunk, blobs)):
+            done(1)
+            if blob is None:
+                continue
+            try:
+                rgb = np.array(Image.open(io.BytesIO(blob)).convert("RGB"))
+            except (UnidentifiedImageError, OSError) as err:
+                raise DvaError(f"image {redact(uri)} is not a readable image ({err}); remove it from the "
+                               "annotations or replace the file") from None
+            present.append(start + offset)
+            yield rgb
 
 
 def train_classifier_from_annotations(
     annotations: str, image_root: str, embed: Embedder, *, encoder_id: str, align: Aligner | None = None,
-    limit: int | None = None, image_size: int | None = None, device: str | torch.device = "cpu", **train_kwargs,
+    attributes: Sequence[str] | None = None, limit: int | None = None, image_size: int | None = None,
+    embed_batch_size: int = 32, device: str | torch.device = "cpu", progress: bool = False, **train_kwargs,
 ) -> AttributeClassifier:
-    """CelebA-style annotations + images under `image_root` (path or URI) → a trained `AttributeClassifier`."""
+    """CelebA-style annotations + images under `image_root` (path or URI) → a trained `AttributeClassifier`.
+
+    `attributes` picks and orders a subset of the annotated ones (default: all). Annotated images that are not under
+    `image_root`, and images `align` finds no face in, are skipped; their counts are in the metadata (`n_missing`,
+    `n_no_face`). `embed_batch_size` is the identity encoder's batch; `train_kwargs` go to
+    `train_attribute_classifier`.
+    """
     table = parse_celeba_attributes(annotations)
+    if attributes:
+        table = select_attributes(table, attributes)
     files = table.filenames[:limit]
     root = str(image_root).rstrip("/")
-    z, kept = embed_images((f"{root}/{name}" for name in files), embed, align=align, image_size=image_size,
-                           device=device)
-    clf = train_attribute_classifier(z, table.labels[kept], table.names, encoder_id=encoder_id, **train_kwargs)
-    clf.metadata.update({"annotations": str(annotations), "images": root, "n_skipped": str(len(files) - len(kept))})
+    if not exists(root):
+        raise DvaError(f"images folder {redact(root)} does not exist (no such folder, or nothing under that "
+                       f"prefix); set it to where the images of {redact(annotations)} are")
+    present: list[int] = []
+    try:
+        with tqdm(total=len(files), unit="image", desc="z_id", disable=not progress) as bar:
+            images = _read_images([f"{root}/{name}" for name in files], present, bar.update)
+            z, kept = embed_images(images, embed, align=align, batch_size=embed_batch_size, image_size=image_size,
+                                   device=device)
+    except NoFaceError:
+        if present:
+            raise DvaError(f"none of the {len(present)} images under {redact(root)} shows a face the front end "
+                           "finds; check the images, or use aligned crops as they are") from None
+        example = f"{root}/{files[0]}" if files else root
+        raise DvaError(f"none of the {len(files)} images named in {redact(annotations)} is under {redact(root)} "
+                       f"(e.g. {redact(example)}); set the images folder to the one that holds them") from None
+    rows = [present[k] for k in kept]
+    clf = train_attribute_classifier(z, table.labels[rows], table.names, encoder_id=encoder_id, **train_kwargs)
+    clf.metadata.update({"annotations": redact(annotations), "images": redact(root), "n_images": str(len(files)),
+                         "n_missing": str(len(files) - len(present)), "n_no_face": str(len(present) - len(kept))})
     return clf

@@ -82,24 +82,28 @@ class ClipEditConfig:
     precision: str = "fp32"  # fp32 | bf16 (autocast of the UNet and CLIP forward passes)
     output_prefix: Optional[str] = None  # folder or URI for direction files; None: no cache, nothing written
 
-    def validate(self) -> None:
+    def validate(self, key_prefix: str = "") -> None:
+        """Check every setting; `key_prefix` (e.g. "clip_edit.") is where this config sits inside a job's config."""
+        def bad(key: str, why: str) -> ConfigError:
+            return ConfigError(f"config key `{key_prefix}{key}`: {why}")
+
         if self.steps < 2:
-            raise ConfigError(f"config key `steps`: {self.steps} must be at least 2")
+            raise bad("steps", f"{self.steps} must be at least 2")
         if self.iterations < 1:
-            raise ConfigError(f"config key `iterations`: {self.iterations} must be at least 1")
+            raise bad("iterations", f"{self.iterations} must be at least 1")
         if not self.lr > 0:
-            raise ConfigError(f"config key `lr`: {self.lr} must be positive")
+            raise bad("lr", f"{self.lr} must be positive")
         for name, w in dataclasses.asdict(self.loss_weights).items():
             if not (math.isfinite(w) and w >= 0):
-                raise ConfigError(f"config key `loss_weights.{name}`: {w} must be a finite number ≥ 0")
+                raise bad(f"loss_weights.{name}", f"{w} must be a finite number ≥ 0")
         if self.precision not in PRECISIONS:
-            raise ConfigError(f"config key `precision`: {self.precision!r} is not one of {sorted(PRECISIONS)}")
-        bad = [t for t in self.templates if t.count("{}") != 1]
-        if not self.templates or bad:
-            raise ConfigError(f"config key `templates`: each template needs exactly one {{}} for the prompt; "
-                              f"bad: {bad or 'none given'}")
+            raise bad("precision", f"{self.precision!r} is not one of {sorted(PRECISIONS)}")
+        wrong = [t for t in self.templates if t.count("{}") != 1]
+        if not self.templates or wrong:
+            raise bad("templates", "each template needs exactly one {} for the prompt; "
+                                   f"bad: {wrong or 'none given'}")
         if not self.frames:
-            raise ConfigError("config key `frames`: name at least one frame index")
+            raise bad("frames", "name at least one frame index")
 
 
 def load_clip_edit_config(name_or_path: str | Path = "clip", overrides: Sequence[str] = ()) -> ClipEditConfig:
@@ -235,15 +239,17 @@ IterationCallback = Callable[[int, dict[str, float]], None]
 
 def optimise_clip_direction(
     model: nn.Module, frames, source: str, target: str, cfg: ClipEditConfig, *,
-    clip: ClipDirectionalLoss | None = None, mask: torch.Tensor | None = None, source_id: str = "",
+    clip: ClipDirectionalLoss | Callable[[], ClipDirectionalLoss] | None = None, mask: torch.Tensor | None = None,
+    source_id: str = "",
     on_iteration: IterationCallback | None = None,
 ) -> ClipEditResult:
     """Δz_id that edits `source` → `target`, read from the cache when this exact request was made before.
 
     `frames`: aligned crops in [−1, 1] at the model's size, a tensor [N, 3, H, W] or a sequence of [3, H, W]; the
     ones in `cfg.frames` are used. `mask`: [1 or F, 1, H, W] in [0, 1] over those frames for the L1 term (all ones
-    when None). `clip`: an already loaded `ClipDirectionalLoss` (otherwise `cfg.clip` is loaded, and only on a
-    cache miss). `source_id` names the video or image in the file's metadata and the cache key.
+    when None). `clip`: an already loaded `ClipDirectionalLoss`, or a function returning one (called only on a cache
+    miss); None loads `cfg.clip`, also only on a miss. `source_id` names the video or image in the file's metadata
+    and the cache key.
     """
     device = next(model.parameters()).device
     crops = _select_frames(frames, cfg.frames, device)
@@ -263,6 +269,8 @@ def optimise_clip_direction(
             return ClipEditResult(EditDirection.load(uri), uri, from_cache=True)
     if clip is None:
         clip = load_clip(cfg.clip, cfg.templates, device)
+    elif not isinstance(clip, ClipDirectionalLoss):
+        clip = clip()
     started = time.perf_counter()
     delta, z_start, losses = _optimise(model, crops, mask, source, target, cfg, clip, on_iteration)
     seconds = time.perf_counter() - started

@@ -77,7 +77,7 @@ class EditSpec:
 
     @property
     def edit_id(self) -> str:
-        """E.g. `classifier-Smiling_p1.5-Young_m1`, `clip-face_with_beard_p0.5-1a2b3c4d`, `reconstruct`.
+        """E.g. `classifier-Smiling_p1.5-Young_m1`, `clip-face-to-face_with_beard_p0.5-1a2b3c4d`, `reconstruct`.
 
         Letters, digits, `.`, `_` and `-` only; the same edit always gives the same id (classifier attributes in any
         order); free text and URIs are shortened and disambiguated by a hash of the whole spec.
@@ -91,7 +91,7 @@ class EditSpec:
                 return ident
             return f"classifier-{'-'.join(parts)[:100]}-{self._hash()}"
         if self.kind == "clip":
-            return f"clip-{_slug(self.target, 40)}_{_signed(self.scale)}-{self._hash()}"
+            return f"clip-{_slug(self.source, 30)}-to-{_slug(self.target, 40)}_{_signed(self.scale)}-{self._hash()}"
         stem = _slug(PurePosixPath(self.uri.rstrip("/")).stem, 40)
         scale = f"_{_signed(self.scale)}" if self.kind == "direction" else ""
         return f"{self.kind}-{stem}{scale}-{self._hash()}"

@@ -33,7 +33,7 @@ from dva.models.config import EncoderConfig
 from dva.models.encoders import build_encoder
 from dva.pipeline.latents import LatentStore
 from dva.pipeline.manifest import read_manifest
-from dva.pipeline.prepare import crops_to_tensor
+from dva.crops import crops_to_tensor
 from dva.storage import redact
 from dva.video import iter_frames
 

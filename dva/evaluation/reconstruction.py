@@ -28,7 +28,8 @@ from dva.metrics import lpips_distance, mean_scores, ms_ssim, mse, psnr, ssim
 from dva.metrics.image import MS_SSIM_WEIGHTS, WINDOW
 from dva.models.autoencoder import DiffusionVideoAutoencoder
 from dva.pipeline.inputs import VideoInput
-from dva.pipeline.prepare import VideoTask, crops_to_tensor, encode_codes
+from dva.pipeline.prepare import VideoTask, encode_codes
+from dva.crops import crops_to_tensor
 from dva.video import iter_frames
 from dva.video.decode import stack_chunks
 

@@ -196,4 +196,8 @@ class UNet(nn.Module):
         h = self.middle_block(h, emb, z_face)
         for block in self.output_blocks:
             h = block(torch.cat([h, skips.pop()], dim=1), emb, z_face)
-        return self.out(h).float()
+        # The last norm + conv in float32 under any autocast: ε sets x̂0 directly, its rounding is not averaged out.
+        if not torch.amp.is_autocast_available(h.device.type):  # e.g. the meta device (FLOP counting)
+            return self.out(h.float())
+        with torch.autocast(device_type=h.device.type, enabled=False):
+            return self.out(h.float())

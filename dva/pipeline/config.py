@@ -1,7 +1,8 @@
 """Typed config of the batch jobs (`configs/edit/*.yaml`), with the model and face front end as nested presets.
 
-A job YAML names presets (`model_preset: tiny`, `face_preset: dlib`); their YAML is merged under `model` / `face`
-first, then the job YAML, then `key=value` overrides, and the whole is validated before Ray starts.
+A job YAML names presets (`model_preset: tiny`, `face_preset: dlib`, for the edit job also
+`clip_edit_preset: clip`); their YAML is merged under `model` / `face` / `clip_edit` first, then the job YAML, then
+`key=value` overrides, and the whole is validated before Ray starts.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Optional, Sequence
 from omegaconf import OmegaConf
 
 from dva.config import merge_config, resolve_config_path
+from dva.editing.clip_direction import ClipEditConfig
 from dva.errors import ConfigError
 from dva.face.config import FaceConfig
 from dva.models.config import ModelConfig
@@ -37,7 +39,14 @@ class WriterStageConfig(StageConfig):
 
 @dataclass
 class GenerateStageConfig(StageConfig):
+    """Stage B. Sizing rule (measured by benchmarks/gpu_suite.py): `batch_frames` = the smallest batch on the
+    throughput plateau (dva256 on an H200: 32 ≈ 64), capped by 0.8 × GPU memory ÷ the suite's peak MiB per frame;
+    one actor per GPU (`num_gpus: 1`)."""
+
     batch_frames: int = 16  # frames per UNet batch, gathered from chunks of any videos
+    # torch.compile the UNet once per actor (static shapes: every batch is padded to batch_frames). dva256 on an
+    # H200: 290 vs 80 TFLOP/s eager, after ≈80 s of compilation; worth it on GPU, not for short CPU runs.
+    compile: bool = False
 
 
 @dataclass
@@ -47,6 +56,11 @@ class EditJobConfig:
     # Edit specs (see dva.editing.edits); an empty list only encodes: latents are the output.
     edits: list[str] = field(default_factory=lambda: ["reconstruct"])
     classifier: Optional[str] = None  # attribute classifier file for `classifier:NAME:SCALE` edits
+    # `clip:"SOURCE":"TARGET":SCALE` edits: a preset of configs/edit_methods/ or a YAML path, merged under
+    # `clip_edit` (override single keys as clip_edit.clip.weights=..., clip_edit.iterations=...). Directions are
+    # cached under `clip_edit.output_prefix`, by default <output>/.directions.
+    clip_edit_preset: str = "clip"
+    clip_edit: ClipEditConfig = field(default_factory=ClipEditConfig)
     steps: int = 100  # DDIM steps N: inversion costs N-1 UNet calls per frame, each edit N more
     precision: str = "auto"  # auto = bf16 autocast on GPU, fp32 on CPU
     chunk_frames: int = 16  # frames that travel between stages together (one video's consecutive frames)
@@ -83,9 +97,10 @@ class EditJobConfig:
         for key, stage in (("frontend", self.frontend), ("generate", self.generate), ("writer", self.writer)):
             if stage.actors < 1 or (stage.min_actors is not None and not 1 <= stage.min_actors <= stage.actors):
                 raise ConfigError(f"config key `{key}.actors`: need 1 <= min_actors <= actors")
+        self.clip_edit.validate("clip_edit.")
 
 
-def _preset_name(sources: Sequence, overrides: Sequence[str], key: str, default: str) -> str:
+def preset_name(sources: Sequence, overrides: Sequence[str], key: str, default: str) -> str:
     value = default
     for src in sources:
         value = OmegaConf.select(src, key, default=value)
@@ -98,10 +113,13 @@ def _preset_name(sources: Sequence, overrides: Sequence[str], key: str, default:
 def load_job_config(schema: type, name_or_path: str | Path, overrides: Sequence[str] = (), group: str = "edit"):
     """Load a job preset/YAML, merging its model and face presets underneath it, then the overrides."""
     job_yaml = OmegaConf.load(resolve_config_path(name_or_path, group))
-    model_preset = _preset_name([job_yaml], overrides, "model_preset", schema.model_preset)
-    face_preset = _preset_name([job_yaml], overrides, "face_preset", schema.face_preset)
+    model_preset = preset_name([job_yaml], overrides, "model_preset", schema.model_preset)
+    face_preset = preset_name([job_yaml], overrides, "face_preset", schema.face_preset)
     base = OmegaConf.create({
         "model": OmegaConf.load(resolve_config_path(model_preset, "model")),
         "face": OmegaConf.load(resolve_config_path(face_preset, "face")),
     })
+    if hasattr(schema, "clip_edit_preset"):
+        clip_preset = preset_name([job_yaml], overrides, "clip_edit_preset", schema.clip_edit_preset)
+        base.clip_edit = OmegaConf.load(resolve_config_path(clip_preset, "edit_methods"))
     return merge_config(schema, [base, job_yaml], overrides)

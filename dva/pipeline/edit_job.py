@@ -1,6 +1,7 @@
 """The batch edit job on Ray Data: videos in (prefix or manifest), edited videos + manifest out (local or s3://).
 
     stage A  PrepareStage  (CPU actors, one video per call)  decode → track → crops → z_id mean, z_lnd → chunks
+                                                              (+ a cached CLIP direction per clip edit)
     stage B  GenerateStage (GPU actors, batches of chunks)    DDIM inversion once, one generation per edit
     stage C  finalize task (CPU, per video and edit)          paste back → H.264 + source audio → commit → manifest
 
@@ -12,7 +13,6 @@ row, so a rerun skips exactly the pairs that finished; nothing partial is ever v
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from collections import defaultdict
@@ -21,9 +21,10 @@ from typing import Optional, Sequence
 
 from dva.errors import DvaError
 from dva.pipeline.config import EditJobConfig, load_job_config
-from dva.pipeline.edits import parse_job_edits
+from dva.pipeline.edits import check_clip_weights, has_clip_edits, parse_job_edits, read_direction_record
 from dva.pipeline.inputs import VideoInput, discover_inputs
 from dva.pipeline.latents import LatentStore
+from dva.pipeline.runtime import actor_pool, init_ray
 from dva.pipeline.manifest import ResultRow, completed, edit_id, write_result, write_summary
 from dva.storage import join, redact, remove_prefix
 
@@ -56,9 +57,10 @@ def _finalize_pair(cfg: EditJobConfig, uri: str, key: str, video_id: str, edit: 
     from dva.pipeline.finalize import finalize_video
 
     try:
+        direction = read_direction_record(cfg.output, video_id, edit)  # clip edits: the direction file used
         target, frames, fps = finalize_video(cfg.output, uri, key, video_id, edit, num_chunks, cfg.face)
         row = ResultRow(uri, video_id, edit, "ok", frames=frames, fps=fps, seconds=time.time() - started,
-                        output=target)
+                        output=target, direction=direction.get("uri"), direction_cached=direction.get("cached"))
     except Exception as err:  # recorded in the manifest; the job goes on
         row = ResultRow(uri, video_id, edit, "failed", error=f"{type(err).__name__}: {err}",
                         seconds=time.time() - started)
@@ -66,30 +68,6 @@ def _finalize_pair(cfg: EditJobConfig, uri: str, key: str, video_id: str, edit: 
     remove_prefix(join(cfg.output, ".work", video_id, edit_id(edit)))
     return {"video": row.video, "edit": row.edit, "status": row.status, "error": row.error, "frames": row.frames,
             "output": row.output}
-
-
-def _init_ray(cfg: EditJobConfig):
-    import ray
-
-    if ray.is_initialized():
-        return ray
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=True)
-    else:
-        ray.init(include_dashboard=False, log_to_driver=True)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = cfg.progress
-    return ray
-
-
-def _actor_pool(ray, stage):
-    from ray.data import ActorPoolStrategy
-
-    if stage.min_actors is None:
-        return ActorPoolStrategy(size=stage.actors)
-    return ActorPoolStrategy(min_size=stage.min_actors, max_size=stage.actors)
 
 
 def run_edit_job(cfg: EditJobConfig) -> JobSummary:
@@ -107,26 +85,29 @@ def run_edit_job(cfg: EditJobConfig) -> JobSummary:
             tasks.append({"uri": v.uri, "key": v.key, "video_id": v.video_id, "edits": todo})
     log.info("%d videos, %d to process, %d (video, edit) pairs already done", len(videos), len(tasks),
              summary.skipped)
+    clip_edits = has_clip_edits([e for t in tasks for e in t["edits"]])
+    if clip_edits:
+        check_clip_weights(cfg)  # before Ray starts, not once per video
     if tasks:
-        _run(cfg, tasks, summary)
+        _run(cfg, tasks, summary, clip_edits)
     summary.manifest = write_summary(cfg.output)
     summary.seconds = time.time() - started
     return summary
 
 
-def _run(cfg: EditJobConfig, tasks: list[dict], summary: JobSummary) -> None:
-    ray = _init_ray(cfg)
+def _run(cfg: EditJobConfig, tasks: list[dict], summary: JobSummary, clip_edits: bool) -> None:
+    ray = init_ray(cfg.ray_address, cfg.progress)
     from dva.pipeline.stages import GenerateStage, PrepareStage
 
     # Ray Data restarts a lost stage actor and retries its batch by itself; stage C tasks retry `writer.retries` times.
     finalize = ray.remote(num_cpus=cfg.writer.num_cpus, max_retries=cfg.writer.retries)(_finalize_pair)
     ds = ray.data.from_items(tasks, override_num_blocks=len(tasks))
-    ds = ds.map_batches(PrepareStage, fn_constructor_kwargs={"cfg": cfg}, batch_size=1,
-                        compute=_actor_pool(ray, cfg.frontend), num_cpus=cfg.frontend.num_cpus,
+    ds = ds.map_batches(PrepareStage, fn_constructor_kwargs={"cfg": cfg, "clip_edits": clip_edits},
+                        batch_size=1, compute=actor_pool(cfg.frontend), num_cpus=cfg.frontend.num_cpus,
                         num_gpus=cfg.frontend.num_gpus)
     ds = ds.map_batches(GenerateStage, fn_constructor_kwargs={"cfg": cfg},
                         batch_size=max(1, cfg.generate.batch_frames // cfg.chunk_frames),
-                        compute=_actor_pool(ray, cfg.generate), num_cpus=cfg.generate.num_cpus,
+                        compute=actor_pool(cfg.generate), num_cpus=cfg.generate.num_cpus,
                         num_gpus=cfg.generate.num_gpus)
 
     by_id = {t["video_id"]: t for t in tasks}

@@ -1,12 +1,29 @@
-"""Turning a video's edit specs into the z_id each edit decodes with (SPEC §3 step 6), once per video.
+"""Turning a video's edit specs into the z_id each edit decodes with (SPEC §3 step 6), once per video, in stage A.
 
 `reconstruct` decodes with the video's own mean z_id; `identity:URI` with the mean z_id of another person's image
 or video (the decomposed-features swap); classifier and direction edits shift the mean z_id with a stored
-artefact from `dva.editing`. Everything is vector maths on [D] vectors: it runs in stage A, never per frame.
+artefact from `dva.editing`: vector maths on [D] vectors, never per frame.
+
+`clip:"SOURCE":"TARGET":SCALE` first optimises a direction Δ on the video's own frames (`clip_edit.frames`, frame 0
+by default: their aligned crops and training masks, cropped again from the face track) with the whole model, UNet
+included, then decodes with l2norm(z̄ + SCALE·Δ). Directions are cached under `clip_edit.output_prefix` (default
+`<output>/.directions/`) by `optimise_clip_direction`, keyed by the model, the crops and masks, the video id, the
+prompts and the settings: the same text edit of the same video is optimised once, whatever the scale and however
+many jobs ask for it. Each clip edit leaves a small record next to its work files (`direction.json`: the file's
+URI and whether it came from the cache) that stage C copies into the manifest row.
+
+Where the time goes: stage A optimises before it emits the video's first chunk, because every chunk row carries
+the edited z_ids. So a video's optimisation does not overlap its own inversion; with Ray Data streaming it overlaps
+stage B's inversion and generation of the videos that stage A handed on before it (and stage A's other actors).
+Give stage A a GPU share (`frontend.num_gpus`) and enough actors when a job has many clip edits.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
+import logging
 from typing import Sequence
 
 import numpy as np
@@ -14,35 +31,111 @@ import torch
 
 from dva.editing.artifact import identity_encoder_id
 from dva.editing.classifier import AttributeClassifier
+from dva.editing.clip_direction import ClipDirectionalLoss, ClipEditResult, load_clip, optimise_clip_direction
 from dva.editing.direction import EditDirection
 from dva.editing.edits import EditSpec, edited_identity, parse_edit, parse_edits
-from dva.errors import ConfigError, NoFaceError
+from dva.errors import ConfigError, DvaError, MissingWeightsError, NoFaceError, VideoError
 from dva.face.align import track_quads
-from dva.face.warp import crop_face
+from dva.face.record import AlignedTrack
+from dva.face.warp import crop_face, iter_crops
 from dva.face.crop_video import align_video
-from dva.pipeline.prepare import VideoTask, crops_to_tensor, encode_codes
+from dva.pipeline.prepare import VideoTask, encode_codes, training_masks
+from dva.crops import crops_to_tensor
+from dva.storage import exists, join, open_file, redact, write_bytes_atomic
+from dva.video import iter_frames
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+CLIP_WEIGHTS_KEY = "clip_edit.clip.weights"
+log = logging.getLogger("dva.edit")
 
 
 def parse_job_edits(specs: Sequence[str]) -> list[str]:
     """Check every spec of the job (a typo fails before Ray starts); return them in canonical string form."""
     try:
-        parsed_all = parse_edits(list(specs))
+        return [str(parsed) for parsed in parse_edits(list(specs))]
     except ConfigError as err:
         raise ConfigError(f"config key `edits`: {err}") from None
-    out = []
-    for i, parsed in enumerate(parsed_all):
-        if parsed.kind == "clip":
-            raise ConfigError(
-                f"config key `edits[{i}]`: CLIP edits are optimised per video before the job; make a direction "
-                "file with `dva.editing.clip_direction.optimise_clip_direction` and use direction:URI:SCALE")
-        out.append(str(parsed))
-    return out
+
+
+def has_clip_edits(specs: Sequence[str]) -> bool:
+    return any(parse_edit(s).kind == "clip" for s in specs)
+
+
+def check_clip_weights(cfg) -> None:
+    """Before Ray starts, when some video has a clip edit to do: the CLIP weight file is configured and exists."""
+    weights = cfg.clip_edit.clip.weights
+    if not weights:
+        raise ConfigError(
+            f"config key `{CLIP_WEIGHTS_KEY}`: clip:\"SOURCE\":\"TARGET\":SCALE edits need open_clip "
+            f"{cfg.clip_edit.clip.name} weights; set {CLIP_WEIGHTS_KEY}=/path/to/open_clip_pytorch_model.bin "
+            "(a local path or s3:// URI; nothing is downloaded), or drop the clip edits")
+    if not exists(weights):
+        raise MissingWeightsError(redact(weights), CLIP_WEIGHTS_KEY)
+
+
+def direction_record_uri(output: str, video_id: str, edit: str) -> str:
+    """Where stage A notes which direction file a clip edit used, beside stage B's chunks of that (video, edit)."""
+    return join(output, ".work", video_id, parse_edit(edit).edit_id, "direction.json")
+
+
+def read_direction_record(output: str, video_id: str, edit: str) -> dict:
+    """{"uri": ..., "cached": bool} for a clip edit stage A resolved; {} for any other edit."""
+    uri = direction_record_uri(output, video_id, edit) if edit else None
+    if not uri or not exists(uri):
+        return {}
+    with open_file(uri) as f:
+        return json.loads(f.read())
+
+
+class VideoCrops:
+    """The aligned crops of some of a video's frames, cropped again from its face track on first use.
+
+    Indexable like the whole video (`len` = its frame count, negative indices from the end), as
+    `optimise_clip_direction` expects; only the frames in `indices` are decoded, in one pass that stops after the
+    last of them.
+    """
+
+    def __init__(self, uri: str, track: AlignedTrack, indices: Sequence[int], config_key: str):
+        n = len(track)
+        bad = [i for i in indices if not -n <= i < n]
+        if bad:
+            raise ConfigError(f"config key `{config_key}`: frame indices {bad} are out of range for this video's "
+                              f"{n} frames")
+        self.uri, self.track = uri, track
+        self.indices = [i % n for i in indices]
+        self._crops: dict[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.track)
+
+    def crops(self) -> dict[int, np.ndarray]:
+        if self._crops is None:
+            wanted, last, crops = set(self.indices), max(self.indices), {}
+            with contextlib.closing(iter_frames(self.uri)) as frames:
+                for i, crop in enumerate(iter_crops(frames, self.track.quads, self.track.crop_size)):
+                    if i in wanted:
+                        crops[i] = crop
+                    if i == last:
+                        break
+            if len(crops) != len(wanted):
+                raise VideoError(f"{self.uri}: frames {sorted(wanted - set(crops))} could not be decoded again")
+            self._crops = crops
+        return self._crops
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return crops_to_tensor(self.crops()[index % len(self)][None])[0]
+
+    def masks(self, model, brow_lift: float) -> torch.Tensor:
+        """The training masks of the frames in `indices`, [F, 1, S, S] float."""
+        device = next(model.parameters()).device
+        masks = [training_masks(model, self.track, self[i][None].to(device), i, brow_lift) for i in self.indices]
+        return torch.from_numpy(np.concatenate(masks)).float()[:, None]
 
 
 class EditResolver:
-    """Callable (edit specs, mean z_id) → z_ids [K, D]. Loads each artefact or reference identity once."""
+    """Callable (task, mean z_id, face track) → the z_ids [K, D] of the task's edits.
+
+    Loads each artefact, reference identity and CLIP once per actor."""
 
     def __init__(self, model, cfg, landmarker):
         self.model = model
@@ -52,6 +145,9 @@ class EditResolver:
         self._identities: dict[str, np.ndarray] = {}
         self._directions: dict[str, EditDirection] = {}
         self._classifier: AttributeClassifier | None = None
+        self._clip: ClipDirectionalLoss | None = None
+        self.clip_cfg = dataclasses.replace(
+            cfg.clip_edit, output_prefix=cfg.clip_edit.output_prefix or join(cfg.output, ".directions"))
 
     def reference_identity(self, uri: str) -> np.ndarray:
         """Mean z_id of the face in an image or video (aligned exactly as edit inputs are)."""
@@ -68,8 +164,6 @@ class EditResolver:
 
     def _image_identity(self, uri: str) -> np.ndarray:
         import cv2
-
-        from dva.storage import open_file
 
         with open_file(uri) as f:
             data = np.frombuffer(f.read(), np.uint8)
@@ -93,7 +187,30 @@ class EditResolver:
             self._classifier = AttributeClassifier.load(self.cfg.classifier)
         return self._classifier
 
-    def _z_edit(self, spec: EditSpec, z_mean: np.ndarray) -> np.ndarray:
+    def clip_loss(self) -> ClipDirectionalLoss:
+        """CLIP, loaded on the model's device the first time a direction is not in the cache; kept for the actor."""
+        if self._clip is None:
+            device = next(self.model.parameters()).device
+            self._clip = load_clip(self.clip_cfg.clip, self.clip_cfg.templates, device, config_key="clip_edit.clip")
+        return self._clip
+
+    def clip_direction(self, spec: EditSpec, task: VideoTask, track: AlignedTrack) -> ClipEditResult:
+        """The direction of a clip spec on this video's frames: from the cache, or optimised and cached now."""
+        if self.model.unet is None:
+            raise DvaError(f"edit {spec}: stage A was started without the UNet (the job found no clip edits)")
+        try:
+            frames = VideoCrops(task.uri, track, self.clip_cfg.frames, "clip_edit.frames")
+            result = optimise_clip_direction(
+                self.model, frames, spec.source, spec.target, self.clip_cfg, clip=self.clip_loss,
+                mask=frames.masks(self.model, self.cfg.face.mask.brow_lift), source_id=task.video_id)
+        except DvaError as err:
+            raise DvaError(f"CLIP edit {spec}: {err}") from None
+        meta = result.direction.metadata
+        log.info("%s [%s]: direction %s %s", redact(task.uri), spec, redact(result.uri),
+                 "read from the cache" if result.from_cache else f"optimised in {meta.get('seconds', '?')} s")
+        return result
+
+    def _z_edit(self, spec: EditSpec, z_mean: np.ndarray, clip_direction: EditDirection | None) -> np.ndarray:
         kwargs = {}
         if spec.kind == "identity":
             kwargs["reference_z_id"] = torch.from_numpy(self.reference_identity(spec.uri))
@@ -103,10 +220,21 @@ class EditResolver:
             if spec.uri not in self._directions:
                 self._directions[spec.uri] = EditDirection.load(spec.uri)
             kwargs["direction"] = self._directions[spec.uri]
+        elif spec.kind == "clip":
+            kwargs["direction"] = clip_direction
         z = edited_identity(spec, torch.from_numpy(z_mean).float(), encoder_id=self.encoder_id, **kwargs)
         return z.cpu().numpy()
 
-    def __call__(self, specs: Sequence[str], z_mean: np.ndarray) -> np.ndarray:
-        if not specs:
+    def __call__(self, task: VideoTask, z_mean: np.ndarray, track: AlignedTrack) -> np.ndarray:
+        if not task.edits:
             return np.zeros((0, z_mean.shape[0]), np.float32)
-        return np.stack([self._z_edit(parse_edit(s), z_mean) for s in specs]).astype(np.float32)
+        z_edits, clip_results = [], {}
+        for edit in task.edits:
+            spec = parse_edit(edit)
+            if spec.kind == "clip":  # a second scale of the same prompts finds the first one's file in the cache
+                clip_results[edit] = self.clip_direction(spec, task, track)
+            z_edits.append(self._z_edit(spec, z_mean, clip_results[edit].direction if edit in clip_results else None))
+        for edit, result in clip_results.items():  # only once every edit resolved: a failed video leaves none
+            write_bytes_atomic(direction_record_uri(self.cfg.output, task.video_id, edit),
+                               json.dumps({"uri": result.uri, "cached": result.from_cache}).encode())
+        return np.stack(z_edits).astype(np.float32)

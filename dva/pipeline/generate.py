@@ -18,7 +18,7 @@ from dva.diffusion import ddim_generate, ddim_invert
 from dva.models.autoencoder import DiffusionVideoAutoencoder
 from dva.pipeline.latents import LatentStore
 from dva.pipeline.manifest import edit_id
-from dva.pipeline.prepare import crops_to_tensor, tensor_to_crops
+from dva.crops import crops_to_tensor, tensor_to_crops
 from dva.storage import join, write_bytes_atomic
 
 

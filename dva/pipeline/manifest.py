@@ -36,8 +36,12 @@ SCHEMA = pa.schema(
         ("fps", pa.float64()),
         ("seconds", pa.float64()),
         ("output", pa.string()),
+        ("direction", pa.string()),  # clip edits: the direction file the edit decoded with
+        ("direction_cached", pa.bool_()),  # clip edits: whether that file came from the cache (not optimised now)
     ]
 )
+# Columns added after the first release: parts written before them read back with nulls there.
+LATER_COLUMNS = ("direction", "direction_cached")
 
 
 def edit_id(edit: str) -> str:
@@ -70,6 +74,8 @@ class ResultRow:
     fps: float | None = None
     seconds: float | None = None
     output: str | None = None
+    direction: str | None = None
+    direction_cached: bool | None = None
     edit_id: str = field(init=False)
 
     def __post_init__(self):
@@ -77,6 +83,7 @@ class ResultRow:
             raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
         self.edit_id = edit_id(self.edit)
         self.video, self.edit, self.output = _text(self.video), _text(self.edit), _text(self.output)
+        self.direction = _text(self.direction)
         self.error = _text(self.error)
         if self.error is not None and len(self.error) > MAX_ERROR_CHARS:
             self.error = self.error[: MAX_ERROR_CHARS - 3] + "..."
@@ -109,7 +116,11 @@ def read_manifest(output_prefix: str) -> pa.Table:
     tables = []
     for uri, data in zip(parts, read_many(parts)):
         try:
-            tables.append(pq.read_table(pa.BufferReader(data)).select(SCHEMA.names).cast(SCHEMA))
+            table = pq.read_table(pa.BufferReader(data))
+            for name in LATER_COLUMNS:
+                if name not in table.column_names:
+                    table = table.append_column(SCHEMA.field(name), pa.nulls(len(table), SCHEMA.field(name).type))
+            tables.append(table.select(SCHEMA.names).cast(SCHEMA))
         except (pa.ArrowException, KeyError) as err:
             raise StorageError(
                 f"manifest part {redact(uri)} is unreadable ({type(err).__name__}: {err}); "

@@ -3,30 +3,29 @@
 A video is decoded three times and never held whole: pass 1 keeps landmarks only (smoothing needs the whole track),
 pass 2 keeps one z_id and z_lnd per frame (the mean z_id is needed before any inversion), pass 3 crops again and
 emits chunks of `chunk_frames` consecutive crops. When the video's latents are stored for this model and N, all
-three passes are skipped and the chunks carry no crops: stage B loads x_T instead.
+three passes are skipped and the chunks carry no crops: stage B loads x_T instead. Between passes 2 and 3 the edits
+are resolved (`dva.pipeline.edits`); a clip edit decodes the few frames it optimises on once more.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
 
+from dva.crops import crops_to_tensor
 from dva.face.config import FaceConfig
 from dva.face.crop_video import align_video
 from dva.face.landmarker import FaceLandmarker
+from dva.face.mask import landmark_hull_mask
 from dva.face.record import AlignedTrack
 from dva.face.warp import iter_crops
 from dva.pipeline.latents import LatentKey, LatentStore
 from dva.video import iter_frames
 from dva.video.decode import stack_chunks
-
-# (edit specs, mean z_id [D]) → the z_id to decode with for each edit, [K, D]; built by the job.
-EditResolver = Callable[[Sequence[str], np.ndarray], np.ndarray]
-
 
 @dataclass
 class VideoTask:
@@ -36,14 +35,19 @@ class VideoTask:
     edits: list[str]  # edit specs still to do for this video (empty: encode only)
 
 
-def crops_to_tensor(crops: np.ndarray) -> torch.Tensor:
-    """uint8 [n, S, S, 3] → float [n, 3, S, S] in [−1, 1], in standard (NCHW-contiguous) layout."""
-    return (torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1.0).contiguous()
+# (task, mean z_id [D], face track) → the z_id to decode with for each of `task.edits`, [K, D]; built by the job.
+# The track lets an edit that needs pixels (CLIP) crop the frames it wants again.
+EditResolver = Callable[[VideoTask, np.ndarray, AlignedTrack], np.ndarray]
 
 
-def tensor_to_crops(images: torch.Tensor) -> np.ndarray:
-    """float [n, 3, S, S] in [−1, 1] → uint8 [n, S, S, 3]."""
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+def training_masks(model, track: AlignedTrack, images: torch.Tensor, start: int, brow_lift: float) -> np.ndarray:
+    """L_reg masks [n, S, S] bool of the crops of frames start…: the face parser's training mask when the model has
+    one (`model.face_parser`), else the landmark hull of the track's points."""
+    if model.face_parser is not None:
+        return model.face_parser(images).cpu().numpy().astype(bool)
+    size = images.shape[-1]
+    return np.stack([landmark_hull_mask(track.crop_points(start + i), size, brow_lift)
+                     for i in range(images.shape[0])])
 
 
 def encode_codes(task: VideoTask, track: AlignedTrack, encode_identity, encode_landmarks, chunk_frames: int
@@ -73,7 +77,7 @@ def prepare_video(task: VideoTask, face: FaceConfig, landmarker: FaceLandmarker,
             store.save_codes(z_id_frames, z_lnd)
     # The per-video reduction: one identity for every frame (SPEC §3 step 4), never re-normalised.
     z_id = z_id_frames.mean(axis=0)
-    z_edits = resolve_edits(task.edits, z_id)
+    z_edits = resolve_edits(task, z_id, track)
     num_frames = len(track)
     num_chunks = -(-num_frames // chunk_frames)
     common = {"uri": task.uri, "key": task.key, "video_id": task.video_id, "num_frames": num_frames,

@@ -23,6 +23,7 @@ from dva.pipeline.edits import EditResolver
 from dva.pipeline.generate import generate_chunks
 from dva.pipeline.latents import LatentKey, LatentStore
 from dva.pipeline.prepare import VideoTask, failed_row, prepare_video
+from dva.pipeline.runtime import limit_threads, stage_device
 
 
 def model_fingerprint(cfg: EditJobConfig) -> str:
@@ -35,28 +36,21 @@ def latent_key(cfg: EditJobConfig) -> LatentKey:
     return LatentKey(model_fingerprint(cfg), cfg.steps, cfg.chunk_frames)
 
 
-def _device(num_gpus: float) -> torch.device:
-    return torch.device("cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu")
-
-
-def _limit_threads(num_cpus: float) -> None:
-    """Use the cores the actor reserved, not every core of the node (several actors share a machine).
-
-    Called in each `__call__` too: Ray may run calls on another thread than `__init__`, and OpenMP's thread count
-    is per calling thread. A fixed count also keeps reductions, hence pixels, identical from run to run.
-    """
-    torch.set_num_threads(max(1, int(num_cpus)))
-
-
 class PrepareStage:
-    """Stage A: one video per call → a stream of chunk rows (or one failed row naming the error)."""
+    """Stage A: one video per call → a stream of chunk rows (or one failed row naming the error).
 
-    def __init__(self, cfg: EditJobConfig):
-        _limit_threads(cfg.frontend.num_cpus)
+    With `clip_edits` (some video of the job has a clip edit) the actor keeps the whole model, UNet included, and
+    optimises each such video's direction before its first chunk leaves (`dva.pipeline.edits`), on its own device
+    (`frontend.num_gpus`).
+    """
+
+    def __init__(self, cfg: EditJobConfig, clip_edits: bool = False):
+        limit_threads(cfg.frontend.num_cpus)
         self.cfg = cfg
-        self.device = _device(cfg.frontend.num_gpus)
+        self.device = stage_device(cfg.frontend.num_gpus)
         model = load_model(cfg.model, self.device)
-        model.unet = None  # stage A needs only the frozen encoders and the z_face linear
+        if not clip_edits:
+            model.unet = None  # without clip edits stage A needs only the frozen encoders and the z_face linear
         self.model = model
         self.landmarker = build_landmarker(cfg.face)
         self.resolver = EditResolver(model, cfg, self.landmarker)
@@ -66,7 +60,7 @@ class PrepareStage:
         return lambda images: fn(images.to(self.device))
 
     def __call__(self, batch: dict) -> Iterator[dict]:
-        _limit_threads(self.cfg.frontend.num_cpus)
+        limit_threads(self.cfg.frontend.num_cpus)
         for i in range(len(batch["uri"])):
             task = VideoTask(str(batch["uri"][i]), str(batch["key"][i]), str(batch["video_id"][i]),
                              list(batch["edits"][i]))
@@ -89,17 +83,19 @@ class GenerateStage:
     """Stage B: a batch of chunk rows from any videos → inversion + one generation per edit, on the GPU."""
 
     def __init__(self, cfg: EditJobConfig):
-        _limit_threads(cfg.generate.num_cpus)
+        limit_threads(cfg.generate.num_cpus)
         self.cfg = cfg
-        self.device = _device(cfg.generate.num_gpus)
+        self.device = stage_device(cfg.generate.num_gpus)
         self.model = load_model(cfg.model, self.device)
         # channels_last is the fast layout for convolutions on GPU tensor cores; CPU kernels prefer NCHW.
         self.memory_format = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
+        if cfg.generate.compile:
+            self.model.unet = torch.compile(self.model.unet, dynamic=False)
         self.dtype = autocast_dtype(cfg.precision, self.device)
 
     def __call__(self, batch: dict) -> dict:
-        _limit_threads(self.cfg.generate.num_cpus)
+        limit_threads(self.cfg.generate.num_cpus)
         rows = [{k: batch[k][i] for k in batch} for i in range(len(batch["uri"]))]
         results = generate_chunks(self.model, rows, output=self.cfg.output, steps=self.cfg.steps,
                                   batch_frames=self.cfg.generate.batch_frames,

@@ -20,7 +20,7 @@ from dva.config import merge_config, resolve_config_path
 from dva.errors import ConfigError, DvaError
 from dva.face.config import FaceConfig
 from dva.models.config import ModelConfig
-from dva.pipeline.config import StageConfig, _preset_name, load_job_config
+from dva.pipeline.config import StageConfig, preset_name, load_job_config
 from dva.storage import redact
 from dva.train.loop import OptimConfig
 
@@ -146,7 +146,7 @@ def load_train_config(name_or_path: str | Path, overrides: Sequence[str] = ()) -
     """A train preset/YAML with its model preset merged underneath, then the overrides (no face config: training
     reads crops, codes and masks from the shards)."""
     job_yaml = OmegaConf.load(resolve_config_path(name_or_path, "train"))
-    model_preset = _preset_name([job_yaml], overrides, "model_preset", TrainJobConfig.model_preset)
+    model_preset = preset_name([job_yaml], overrides, "model_preset", TrainJobConfig.model_preset)
     base = OmegaConf.create({"model": OmegaConf.load(resolve_config_path(model_preset, "model"))})
     return merge_config(TrainJobConfig, [base, job_yaml], overrides)
 

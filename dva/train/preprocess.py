@@ -15,7 +15,6 @@ import logging
 import time
 from typing import Iterator, Optional
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
@@ -23,16 +22,15 @@ import torch
 from dva.errors import DvaError, VideoError
 from dva.face.crop_video import align_video
 from dva.face.landmarker import FaceLandmarker, build_landmarker
-from dva.face.mask import landmark_hull_mask
-from dva.face.record import AlignedTrack
 from dva.face.warp import iter_crops
 from dva.models.autoencoder import DiffusionVideoAutoencoder
 from dva.models.checkpoint import load_model
-from dva.pipeline.edit_job import JobSummary, _actor_pool, _init_ray
+from dva.pipeline.edit_job import JobSummary
 from dva.pipeline.inputs import discover_inputs
 from dva.pipeline.manifest import ResultRow, read_manifest, write_result, write_summary
-from dva.pipeline.prepare import crops_to_tensor
-from dva.pipeline.stages import _device, _limit_threads
+from dva.pipeline.prepare import training_masks
+from dva.crops import crops_to_tensor
+from dva.pipeline.runtime import actor_pool, init_ray, limit_threads, stage_device
 from dva.storage import atomic_output, canonical_uri, join, list_files, redact
 from dva.train.config import PreprocessJobConfig, load_preprocess_config, run_job_command
 from dva.train.shards import (
@@ -48,16 +46,6 @@ from dva.video import iter_frames
 from dva.video.decode import stack_chunks
 
 log = logging.getLogger("dva.preprocess")
-
-
-def training_masks(model: DiffusionVideoAutoencoder, track: AlignedTrack, images: torch.Tensor, start: int,
-                   brow_lift: float) -> np.ndarray:
-    """L_reg masks [n, S, S] bool of frames start… : the face parser's training mask, or the landmark hull."""
-    if model.face_parser is not None:
-        return model.face_parser(images).cpu().numpy().astype(bool)
-    size = images.shape[-1]
-    return np.stack([landmark_hull_mask(track.crop_points(start + i), size, brow_lift)
-                     for i in range(images.shape[0])])
 
 
 @torch.no_grad()
@@ -100,16 +88,16 @@ class PreprocessStage:
     """One video per call → its shard and manifest row; yields one status row (never raises for a bad video)."""
 
     def __init__(self, cfg: PreprocessJobConfig):
-        _limit_threads(cfg.frontend.num_cpus)
+        limit_threads(cfg.frontend.num_cpus)
         self.cfg = cfg
-        self.device = _device(cfg.frontend.num_gpus)
+        self.device = stage_device(cfg.frontend.num_gpus)
         model = load_model(cfg.model, self.device)
         model.unet = None  # only the frozen encoders (and the face parser) are needed
         self.model = model
         self.landmarker = build_landmarker(cfg.face)
 
     def __call__(self, batch: dict) -> Iterator[dict]:
-        _limit_threads(self.cfg.frontend.num_cpus)
+        limit_threads(self.cfg.frontend.num_cpus)
         for uri, video_id in zip(batch["uri"], batch["video_id"]):
             row = self.process(str(uri), str(video_id))
             write_result(self.cfg.output, row)
@@ -149,10 +137,10 @@ def run_preprocess(cfg: PreprocessJobConfig) -> JobSummary:
     summary = JobSummary(skipped=len(videos) - len(tasks))
     log.info("%d videos, %d to preprocess, %d already done", len(videos), len(tasks), summary.skipped)
     if tasks:
-        ray = _init_ray(cfg)
+        ray = init_ray(cfg.ray_address, cfg.progress)
         ds = ray.data.from_items(tasks, override_num_blocks=len(tasks))
         ds = ds.map_batches(PreprocessStage, fn_constructor_kwargs={"cfg": cfg}, batch_size=1,
-                            compute=_actor_pool(ray, cfg.frontend), num_cpus=cfg.frontend.num_cpus,
+                            compute=actor_pool(cfg.frontend), num_cpus=cfg.frontend.num_cpus,
                             num_gpus=cfg.frontend.num_gpus)
         for r in ds.iter_rows():
             if r["status"] == "ok":

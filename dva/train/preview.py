@@ -9,7 +9,7 @@ import torch
 
 from dva.diffusion import ddim_generate, ddim_invert
 from dva.models.autoencoder import DiffusionVideoAutoencoder
-from dva.pipeline.prepare import tensor_to_crops
+from dva.crops import tensor_to_crops
 
 
 def pick_preview_rows(videos: list[str], count: int) -> list[int]:

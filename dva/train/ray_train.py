@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from dva.models.checkpoint import load_model
-from dva.pipeline.stages import _limit_threads
+from dva.pipeline.runtime import init_ray, limit_threads
 from dva.storage import canonical_uri, is_remote, redact
 from dva.train.config import TrainJobConfig, load_train_config, run_job_command
 from dva.diffusion import autocast_dtype
@@ -119,7 +119,7 @@ def train_loop_per_worker(config: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     if device.type == "cpu":
-        _limit_threads(cfg.scaling.resources_per_worker.get("CPU", 1))
+        limit_threads(cfg.scaling.resources_per_worker.get("CPU", 1))
     torch.manual_seed(cfg.seed)
     state = create_train_state(ray.train.torch.prepare_model(load_model(cfg.model, device)), cfg.optim)
     position, resumed = _resume(state, rank, world)
@@ -184,12 +184,10 @@ def run_training(cfg: TrainJobConfig):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from dva.pipeline.edit_job import _init_ray
-
     shards = list_shards(cfg.data.path)
     check_dataset(cfg.data.path, DatasetInfo.of(cfg.model), f"model {cfg.model.name!r}", masks=False)
     os.environ.setdefault(POLL_ENV, DEFAULT_POLL_S)  # read by the Train controller, which fit() starts
-    ray = _init_ray(cfg)
+    ray = init_ray(cfg.ray_address, cfg.progress)
     dataset = ray.data.read_parquet(shards, shuffle=FileShuffleConfig(seed=cfg.seed))
     backend = cfg.scaling.backend if cfg.scaling.backend != "auto" else ("nccl" if cfg.scaling.use_gpu else "gloo")
     storage = cfg.storage_path if is_remote(cfg.storage_path) else canonical_uri(cfg.storage_path)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from dva.errors import DvaError
-from dva.pipeline.prepare import crops_to_tensor
+from dva.crops import crops_to_tensor
 from dva.train.config import TrainDataConfig
 from dva.train.shards import CODE_COLUMNS, decode_png
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -10,8 +11,9 @@ import pytest
 import torch
 
 from edit_job_args import job_overrides
-from dva.config import load_config
 from dva.diffusion import ddim_generate, ddim_invert
+from dva.editing.clip_direction import TINY_CLIP, register_tiny_clip
+from dva.editing.direction import EditDirection
 from dva.face.crop_video import align_video
 from dva.face.landmarker import build_landmarker
 from dva.face.warp import iter_crops
@@ -20,8 +22,9 @@ from dva.pipeline.config import EditJobConfig, load_job_config
 from dva.pipeline.edit_job import run_edit_job
 from dva.pipeline.latents import LatentStore
 from dva.pipeline.manifest import read_manifest
-from dva.pipeline.prepare import crops_to_tensor, tensor_to_crops
+from dva.crops import crops_to_tensor, tensor_to_crops
 from dva.pipeline.stages import latent_key
+from dva.samples import make_sample_clip
 from dva.storage import list_files
 from dva.video import iter_frames, probe
 
@@ -158,3 +161,60 @@ def test_encode_only_writes_reusable_latents(ray_local, clip_folder, tiny_checkp
     again = run_edit_job(load_job_config(EditJobConfig, "local_tiny",
                                          job_overrides(clip_folder, out, tiny_checkpoint, "edits=[reconstruct]")))
     assert again.ok == 3 and again.unet_calls == cfg.steps * again.frames
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_weights(tmp_path_factory) -> str:
+    """A random tiny CLIP architecture saved as a weight file, which the job loads through open_clip's local-file
+    path as it would released weights."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    register_tiny_clip()
+    torch.manual_seed(1)
+    model, _, _ = open_clip.create_model_and_transforms(TINY_CLIP, pretrained=None)
+    path = tmp_path_factory.mktemp("clip") / "open_clip_model.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return str(path)
+
+
+def test_clip_edit_optimises_each_video_once_and_reads_the_cache_after(ray_local, tiny_checkpoint, tiny_clip_weights,
+                                                                        tmp_path):
+    clips = tmp_path / "in"
+    make_sample_clip(clips / "long.mp4", "astronaut", frames=5, audio=True)
+    make_sample_clip(clips / "short.mp4", "grace_hopper", frames=3, seed=1)  # has no frame 3: its optimisation fails
+    spec = 'clip:"face":"face with beard":0.5'
+    settings = [f"clip_edit.clip.name={TINY_CLIP}", f"clip_edit.clip.weights={tiny_clip_weights}",
+                "clip_edit.iterations=3", "clip_edit.frames=[3]"]
+    first = str(tmp_path / "first")
+    _, summary = run(str(clips), first, tiny_checkpoint, f"edits=[{spec}]", *settings)
+    assert (summary.ok, summary.failed) == (1, 1)
+    rows = {r["video"].rsplit("/", 1)[-1]: r for r in read_manifest(first).to_pylist()}
+    long, short = rows["long.mp4"], rows["short.mp4"]
+    assert long["status"] == "ok" and long["edit"] == spec
+    assert long["edit_id"].startswith("clip-face-to-face_with_beard_p0.5-")
+    assert long["output"] == f"{first}/videos/long.mp4/{long['edit_id']}.mp4" and probe(long["output"]).num_frames == 5
+    assert short["status"] == "failed" and "clip_edit.frames" in short["error"] and "out of range" in short["error"]
+
+    # The direction was optimised on frame 3 of the long video and cached under <output>/.directions.
+    cached = sorted(Path(first, ".directions").iterdir())
+    assert len(cached) == 1 and long["direction"] == str(cached[0]) and long["direction_cached"] is False
+    direction = EditDirection.load(long["direction"])
+    assert direction.metadata["source"] == "face" and direction.metadata["target"] == "face with beard"
+    assert direction.metadata["source_id"] == long["video_id"] and direction.losses["total"].shape == (3,)
+    assert direction.delta.abs().max() > 0
+    stat, content = cached[0].stat(), cached[0].read_bytes()
+    assert not list(Path(first).glob(".work/**/direction.json"))  # stage C cleared the work records
+
+    # A second job on another output, sharing the cache: the same spec and a second scale of the same prompts
+    # read the file instead of optimising (the file is not rewritten).
+    second = str(tmp_path / "second")
+    _, again = run(str(clips), second, tiny_checkpoint, f"edits=[{spec},{spec.replace(':0.5', ':1')}]", *settings,
+                   f"clip_edit.output_prefix={first}/.directions")
+    assert (again.ok, again.failed) == (2, 2)
+    ok = [r for r in read_manifest(second).to_pylist() if r["status"] == "ok"]
+    assert {r["edit_id"].split("-")[3] for r in ok} == {"face_with_beard_p0.5", "face_with_beard_p1"}
+    assert all(r["direction"] == long["direction"] and r["direction_cached"] is True for r in ok), ok
+    assert sorted(Path(first, ".directions").iterdir()) == cached
+    assert cached[0].stat().st_mtime_ns == stat.st_mtime_ns and cached[0].read_bytes() == content
+    assert not Path(second, ".directions").exists()

@@ -86,7 +86,7 @@ def test_odd_names_stay_under_the_output_prefix(ray_local, tmp_path, tiny_checkp
         make_sample_clip(root / "data" / name.replace("sub/../", ""), "astronaut", frames=3, seed=i)
     outside = make_sample_clip(tmp_path / "elsewhere" / "outside.mp4", "astronaut", frames=3, seed=9)
     manifest = root / "data" / "list.csv"
-    manifest.write_text("uri\n" + "\n".join(f'"{n}"' for n in names) + f"\n../../elsewhere/outside.mp4\n")
+    manifest.write_text("uri\n" + "\n".join(f'"{n}"' for n in names) + "\n../../elsewhere/outside.mp4\n")
     out = tmp_path / "out"
     summary = run(str(manifest), str(out), tiny_checkpoint)
     assert summary.ok == 4, summary.failures

@@ -71,9 +71,13 @@ def test_edit_ids_are_safe_stable_and_distinct():
     assert parse_edit("classifier:Young:-1,Smiling:1.5").edit_id == "classifier-Smiling_p1.5-Young_m1"
     assert parse_edit("reconstruct").edit_id == "reconstruct"
     clip = parse_edit('clip:"face":"face with beard":0.5').edit_id
-    assert clip.startswith("clip-face_with_beard_p0.5-") and clip == parse_edit(
+    assert clip.startswith("clip-face-to-face_with_beard_p0.5-") and clip == parse_edit(
         {"kind": "clip", "source": "face", "target": "face with beard", "scale": 0.5}).edit_id
-    assert clip != parse_edit('clip:"man":"face with beard":0.5').edit_id
+    # both prompts and the scale are in the name: each is a different output file
+    assert parse_edit('clip:"man":"face with beard":0.5').edit_id.startswith("clip-man-to-face_with_beard_p0.5-")
+    assert parse_edit('clip:"face":"face with beard":-1').edit_id.startswith("clip-face-to-face_with_beard_m1-")
+    long_clip = parse_edit(f'clip:"{"a very long source text " * 8}":"{"target " * 20}":0.123456789012345').edit_id
+    assert re.fullmatch(r"[A-Za-z0-9._-]{1,128}", long_clip), long_clip
     assert parse_edit("direction:s3://a/beard.safetensors:0.5").edit_id != parse_edit(
         "direction:s3://b/beard.safetensors:0.5").edit_id
     long = "classifier:" + ",".join(f"Attribute_Number_{i}:1" for i in range(20))

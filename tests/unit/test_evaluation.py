@@ -20,7 +20,7 @@ from dva.models.checkpoint import save_checkpoint
 from dva.models.config import ModelConfig
 from dva.pipeline.latents import LatentStore
 from dva.pipeline.manifest import ResultRow, output_uri, write_result
-from dva.pipeline.prepare import crops_to_tensor
+from dva.crops import crops_to_tensor
 from dva.report import write_edit_report
 from dva.report.check import missing_references, references
 from dva.storage import exists, join, open_file, write_bytes_atomic

@@ -1,0 +1,49 @@
+"""What every Ray job of dva shares: connecting to (or starting) Ray, actor pools, and an actor's device and threads.
+
+The edit, encode and preprocessing jobs and the training driver use these; Ray is imported only when a job starts.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+
+
+def init_ray(address: Optional[str] = None, progress: bool = True):
+    """Connect to `address` (or RAY_ADDRESS) when set, else start a local Ray; a no-op when already connected."""
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=True)
+    ray.data.DataContext.get_current().enable_progress_bars = progress
+    return ray
+
+
+def actor_pool(stage):
+    """Ray Data's actor-pool strategy for a `StageConfig`: fixed size, or autoscaling from `min_actors`."""
+    from ray.data import ActorPoolStrategy
+
+    if stage.min_actors is None:
+        return ActorPoolStrategy(size=stage.actors)
+    return ActorPoolStrategy(min_size=stage.min_actors, max_size=stage.actors)
+
+
+def stage_device(num_gpus: float) -> torch.device:
+    return torch.device("cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu")
+
+
+def limit_threads(num_cpus: float) -> None:
+    """Use the cores the actor reserved, not every core of the node (several actors share a machine).
+
+    Call it in each `__call__` too: Ray may run calls on another thread than `__init__`, and OpenMP's thread count
+    is per calling thread. A fixed count also keeps reductions, hence pixels, identical from run to run.
+    """
+    torch.set_num_threads(max(1, int(num_cpus)))
