@@ -17,11 +17,13 @@ import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
-from dva.errors import DvaError
+from dva.errors import ConfigError, DvaError
 from dva.pipeline.config import EditJobConfig, load_job_config
-from dva.pipeline.edits import check_clip_weights, has_clip_edits, parse_job_edits, read_direction_record
+from dva.pipeline.edits import (check_clip_weights, direction_record_uri, has_clip_edits, parse_job_edits,
+                                read_direction_record, write_direction_record)
+from dva.pipeline.prepare import VideoTask
 from dva.pipeline.inputs import VideoInput, discover_inputs
 from dva.pipeline.latents import LatentStore
 from dva.pipeline.runtime import actor_pool, init_ray
@@ -88,14 +90,83 @@ def run_edit_job(cfg: EditJobConfig) -> JobSummary:
     clip_edits = has_clip_edits([e for t in tasks for e in t["edits"]])
     if clip_edits:
         check_clip_weights(cfg)  # before Ray starts, not once per video
-    if tasks:
+    if tasks and clip_edits and cfg.store_latents and cfg.reuse_latents:
+        _run_clip_edits_beside_inversion(cfg, tasks, summary)
+    elif tasks:
         _run(cfg, tasks, summary, clip_edits)
     summary.manifest = write_summary(cfg.output)
     summary.seconds = time.time() - started
     return summary
 
 
-def _run(cfg: EditJobConfig, tasks: list[dict], summary: JobSummary, clip_edits: bool) -> None:
+def _record(cfg: EditJobConfig, summary: JobSummary, row: dict) -> None:
+    """Count a finished (video, edit) and print one line for it."""
+    status = row["status"]
+    if status == "ok":
+        summary.ok += 1
+        print(f"[dva] done   {redact(row['video'])} [{row['edit'] or 'encode'}] → {redact(row['output'])} "
+              f"({row['frames']} frames)", flush=True)
+    else:
+        summary.failed += 1
+        summary.failures.append(f"{redact(row['video'])} [{row['edit']}]: {row['error']}")
+        print(f"[dva] FAILED {redact(row['video'])} [{row['edit']}]: {row['error']}", flush=True)
+        if cfg.fail_fast:
+            raise DvaError(f"fail_fast: {row['video']} failed: {row['error']}")
+
+
+def _record_failure(cfg: EditJobConfig, summary: JobSummary, uri: str, video_id: str, edits: Sequence[str],
+                    error: str) -> None:
+    for e in edits or [""]:
+        row = ResultRow(uri, video_id, e, "failed", error=error)
+        write_result(cfg.output, row)
+        _record(cfg, summary, {"video": row.video, "edit": row.edit, "status": "failed", "error": row.error})
+
+
+def _run_clip_edits_beside_inversion(cfg: EditJobConfig, tasks: list[dict], summary: JobSummary) -> None:
+    """Clip edits in two passes (see `dva.pipeline.edits`): pass 1 runs every other edit and inverts every video,
+    starting each video's direction optimisation as a Ray task once stage B has its first chunk; pass 2 decodes
+    the clip edits from the stored x_T with the directions from the cache."""
+    ray = init_ray(cfg.ray_address, cfg.progress)
+    from dva.pipeline.stages import optimise_video_clip_edits
+
+    optimise = ray.remote(num_cpus=cfg.frontend.num_cpus, num_gpus=cfg.frontend.num_gpus)(optimise_video_clip_edits)
+    by_id = {t["video_id"]: t for t in tasks}
+    clip = {vid: [e for e in t["edits"] if has_clip_edits([e])] for vid, t in by_id.items()}
+    refs = {}
+
+    def start(video_id: str) -> None:
+        if clip[video_id] and video_id not in refs:
+            t = by_id[video_id]
+            print(f"[dva] optimising {len(clip[video_id])} CLIP direction(s) of {redact(t['uri'])} while its frames "
+                  "are inverted", flush=True)
+            refs[video_id] = optimise.remote(cfg, VideoTask(t["uri"], t["key"], video_id, clip[video_id]))
+
+    first = [{**t, "edits": [e for e in t["edits"] if e not in clip[t["video_id"]]]} for t in tasks]
+    _run(cfg, first, summary, False, on_video_started=start,
+         quiet_encodes=frozenset(t["video_id"] for t in first if not t["edits"]),
+         failure_edits={vid: t["edits"] for vid, t in by_id.items()})
+    second = []
+    for vid, ref in refs.items():
+        try:
+            directions = ray.get(ref)
+        except Exception as err:  # that video's clip edits fail; its other edits are done, other videos go on
+            cause = getattr(err, "cause", None) or err
+            _record_failure(cfg, summary, by_id[vid]["uri"], vid, clip[vid], f"{type(cause).__name__}: {cause}")
+            continue
+        for edit, d in directions.items():
+            write_direction_record(direction_record_uri(cfg.output, vid, edit), d["uri"], d["cached"])
+        second.append({**by_id[vid], "edits": clip[vid]})
+    if second:
+        _run(cfg, second, summary, True, count_frames=False)
+
+
+def _run(cfg: EditJobConfig, tasks: list[dict], summary: JobSummary, clip_edits: bool, *,
+         on_video_started: Optional[Callable[[str], None]] = None, quiet_encodes: frozenset = frozenset(),
+         failure_edits: Optional[dict[str, list[str]]] = None, count_frames: bool = True) -> None:
+    """One pass of the pipeline over `tasks`. `on_video_started(video_id)` is called at each stage-B row of a video
+    that stage A prepared; videos in `quiet_encodes` are inverted without a manifest row of their own; a video that
+    fails is recorded as failed for `failure_edits[video_id]` (default: its edits in this pass)."""
+    failure_edits = failure_edits or {}
     ray = init_ray(cfg.ray_address, cfg.progress)
     from dva.pipeline.stages import GenerateStage, PrepareStage
 
@@ -116,26 +187,13 @@ def _run(cfg: EditJobConfig, tasks: list[dict], summary: JobSummary, clip_edits:
     pairs_left = {t["video_id"]: max(1, len(t["edits"])) for t in tasks}
     pending = []
 
-    def record(row: dict) -> None:
-        status = row["status"]
-        if status == "ok":
-            summary.ok += 1
-            print(f"[dva] done   {redact(row['video'])} [{row['edit'] or 'encode'}] → {redact(row['output'])} "
-                  f"({row['frames']} frames)", flush=True)
-        else:
-            summary.failed += 1
-            summary.failures.append(f"{redact(row['video'])} [{row['edit']}]: {row['error']}")
-            print(f"[dva] FAILED {redact(row['video'])} [{row['edit']}]: {row['error']}", flush=True)
-            if cfg.fail_fast:
-                raise DvaError(f"fail_fast: {row['video']} failed: {row['error']}")
-
     def collect(block: bool) -> None:
         """Record finished stage C tasks as they finish (one line each); with `block`, until none is left."""
         nonlocal pending
         while pending:
             ready, pending = ray.wait(pending, num_returns=1, timeout=None if block else 0)
             for ref in ready:
-                record(ray.get(ref))
+                _record(cfg, summary, ray.get(ref))
             if not ready:
                 return
 
@@ -143,13 +201,12 @@ def _run(cfg: EditJobConfig, tasks: list[dict], summary: JobSummary, clip_edits:
         vid, edit = r["video_id"], str(r["edit"])
         summary.unet_calls += int(r["unet_calls"])
         if r["error"]:
-            for e in by_id[vid]["edits"] or [""]:
-                row = ResultRow(r["uri"], vid, e, "failed", error=r["error"])
-                write_result(cfg.output, row)
-                record({"video": row.video, "edit": row.edit, "status": "failed", "error": row.error})
+            _record_failure(cfg, summary, r["uri"], vid, failure_edits.get(vid, by_id[vid]["edits"]), r["error"])
             continue
+        if on_video_started is not None:
+            on_video_started(vid)
         chunks_done[(vid, edit)].add(int(r["chunk"]))
-        if edit == (by_id[vid]["edits"] or [""])[0]:  # count each frame once, whatever the number of edits
+        if count_frames and edit == (by_id[vid]["edits"] or [""])[0]:  # each frame once, whatever the edits
             summary.frames += int(r["frames"])
         if len(chunks_done[(vid, edit)]) < int(r["num_chunks"]):
             continue
@@ -162,12 +219,13 @@ def _run(cfg: EditJobConfig, tasks: list[dict], summary: JobSummary, clip_edits:
         if edit:
             pending.append(finalize.remote(cfg, r["uri"], r["key"], vid, edit, int(r["num_chunks"]),
                                            started[vid]))
-        else:  # encode-only: the latents are the output
+        elif vid not in quiet_encodes:  # encode-only: the latents are the output
             row = ResultRow(r["uri"], vid, "", "ok", frames=int(r["num_frames"]),
                             seconds=time.time() - started[vid], output=join(LatentStore(cfg.output, vid).root,
                                                                               "meta.json"))
             write_result(cfg.output, row)
-            record({"video": row.video, "edit": "", "status": "ok", "frames": row.frames, "output": row.output})
+            _record(cfg, summary, {"video": row.video, "edit": "", "status": "ok", "frames": row.frames,
+                                   "output": row.output})
         collect(block=False)
     collect(block=True)
 
@@ -182,6 +240,19 @@ def print_summary(summary: JobSummary, output: str) -> None:
     print(f"[dva] outputs under {redact(output)}")
 
 
+def job_config_from_arguments(config: str, arguments: Sequence[str]) -> EditJobConfig:
+    """The job config of a command line: `key=value` overrides, where each `edit=SPEC` (repeatable) adds one edit
+    spec as written, with no list quoting: `edit=clip:"face":"face with beard":0.5 edit=reconstruct`."""
+    specs = [a.split("=", 1)[1] for a in arguments if a.startswith("edit=")]
+    overrides = [a for a in arguments if not a.startswith("edit=")]
+    if specs and any(o.startswith("edits=") for o in overrides):
+        raise ConfigError("give the edits either as `edit=SPEC` arguments or as one `edits=[...]` list, not both")
+    cfg = load_job_config(EditJobConfig, config, overrides)
+    if specs:
+        cfg.edits = parse_job_edits(specs)
+    return cfg
+
+
 def main(argv: Optional[list[str]] = None, encode_only: bool = False) -> int:
     """`dva edit [--config NAME|YAML] key=value ...` — also the `ray job submit` entrypoint (jobs/edit.py)."""
     import argparse
@@ -191,12 +262,13 @@ def main(argv: Optional[list[str]] = None, encode_only: bool = False) -> int:
             else "Edit a dataset of face videos on Ray.")
     parser = argparse.ArgumentParser(prog=name, description=what)
     parser.add_argument("--config", default="local_tiny", help="preset in configs/edit/ or a YAML path")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. input=s3://b/in output=s3://b/out")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. input=s3://b/in output=s3://b/out; "
+                        "edit=SPEC (repeatable) adds an edit spec, e.g. edit=classifier:Smiling:1.5")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[dva] %(message)s")
     overrides = [*args.overrides, "edits=[]", "store_latents=true"] if encode_only else args.overrides
     try:
-        cfg = load_job_config(EditJobConfig, args.config, overrides)
+        cfg = job_config_from_arguments(args.config, overrides)
         summary = run_edit_job(cfg)
     except DvaError as err:
         print(f"{name}: error: {redact(err)}", file=sys.stderr)

@@ -12,10 +12,13 @@ prompts and the settings: the same text edit of the same video is optimised once
 many jobs ask for it. Each clip edit leaves a small record next to its work files (`direction.json`: the file's
 URI and whether it came from the cache) that stage C copies into the manifest row.
 
-Where the time goes: stage A optimises before it emits the video's first chunk, because every chunk row carries
-the edited z_ids. So a video's optimisation does not overlap its own inversion; with Ray Data streaming it overlaps
-stage B's inversion and generation of the videos that stage A handed on before it (and stage A's other actors).
-Give stage A a GPU share (`frontend.num_gpus`) and enough actors when a job has many clip edits.
+Where the time goes: a job that keeps latents (`store_latents` and `reuse_latents`, the defaults) runs in two
+passes. Pass 1 is the pipeline without the clip edits (a video with only clip edits is inverted and its x_T
+stored); as soon as stage B returns a video's first chunk, the driver starts a Ray task that optimises that video's
+directions from the face track stage A stored (`stages.optimise_video_clip_edits`), so the optimisation runs while
+the rest of the video's frames are inverted. Pass 2 decodes the clip edits from the stored x_T (N UNet calls per
+frame, as any further edit) with the directions read from the cache. A job that keeps no latents optimises in
+stage A, before the video's first chunk leaves it: then the optimisation overlaps only other videos' work.
 """
 
 from __future__ import annotations
@@ -76,6 +79,10 @@ def check_clip_weights(cfg) -> None:
 def direction_record_uri(output: str, video_id: str, edit: str) -> str:
     """Where stage A notes which direction file a clip edit used, beside stage B's chunks of that (video, edit)."""
     return join(output, ".work", video_id, parse_edit(edit).edit_id, "direction.json")
+
+
+def write_direction_record(uri: str, direction_uri: str | None, cached: bool) -> None:
+    write_bytes_atomic(uri, json.dumps({"uri": direction_uri, "cached": cached}).encode())
 
 
 def read_direction_record(output: str, video_id: str, edit: str) -> dict:
@@ -235,6 +242,7 @@ class EditResolver:
                 clip_results[edit] = self.clip_direction(spec, task, track)
             z_edits.append(self._z_edit(spec, z_mean, clip_results[edit].direction if edit in clip_results else None))
         for edit, result in clip_results.items():  # only once every edit resolved: a failed video leaves none
-            write_bytes_atomic(direction_record_uri(self.cfg.output, task.video_id, edit),
-                               json.dumps({"uri": result.uri, "cached": result.from_cache}).encode())
+            record = direction_record_uri(self.cfg.output, task.video_id, edit)
+            if not exists(record):  # the job's first pass wrote it when it optimised the direction
+                write_direction_record(record, result.uri, result.from_cache)
         return np.stack(z_edits).astype(np.float32)

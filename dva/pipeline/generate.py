@@ -32,6 +32,11 @@ def _result(row: dict, edit: str, frames: int = 0, unet_calls: int = 0) -> dict:
             "frames": frames, "unet_calls": unet_calls, "error": row["error"]}
 
 
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host → device; through pinned memory on CUDA, so the copy is one DMA queued behind the running work."""
+    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t.to(device)
+
+
 def _in_batches(fn, x: torch.Tensor, cond: torch.Tensor, batch: int, memory_format: torch.memory_format
                 ) -> torch.Tensor:
     """Run `fn` on batches of exactly `batch` frames in one memory format, the last batch padded by repeating its
@@ -81,9 +86,9 @@ def generate_chunks(model: DiffusionVideoAutoencoder, rows: list[dict], *, outpu
     to_invert = [i for i, r in enumerate(rows) if not r["has_x_T"]]
     for i, r in enumerate(rows):
         if r["has_x_T"]:
-            x_T[i] = torch.from_numpy(LatentStore(output, r["video_id"]).load_x_T(r["chunk"])).to(device)
+            x_T[i] = _to_device(torch.from_numpy(LatentStore(output, r["video_id"]).load_x_T(r["chunk"])), device)
     if to_invert:
-        x0 = crops_to_tensor(np.concatenate([rows[i]["crops"] for i in to_invert])).to(device)
+        x0 = _to_device(crops_to_tensor(np.concatenate([rows[i]["crops"] for i in to_invert])), device)
         c = torch.cat([cond(i, rows[i]["z_id"]) for i in to_invert])
         inverted = _in_batches(invert, x0, c, batch_frames, memory_format)
         for i, part in zip(to_invert, inverted.split([sizes[i] for i in to_invert])):

@@ -19,6 +19,7 @@ from dva.errors import DvaError
 from dva.face.landmarker import build_landmarker
 from dva.models.checkpoint import load_model
 from dva.pipeline.config import EditJobConfig
+from dva.editing.edits import parse_edit
 from dva.pipeline.edits import EditResolver
 from dva.pipeline.generate import generate_chunks
 from dva.pipeline.latents import LatentKey, LatentStore
@@ -40,8 +41,9 @@ class PrepareStage:
     """Stage A: one video per call → a stream of chunk rows (or one failed row naming the error).
 
     With `clip_edits` (some video of the job has a clip edit) the actor keeps the whole model, UNet included, and
-    optimises each such video's direction before its first chunk leaves (`dva.pipeline.edits`), on its own device
-    (`frontend.num_gpus`).
+    resolves each such video's direction before its first chunk leaves (`dva.pipeline.edits`), on its own device
+    (`frontend.num_gpus`): from the cache when `optimise_video_clip_edits` already ran (the job's second pass),
+    else by optimising it here (jobs that keep no latents).
     """
 
     def __init__(self, cfg: EditJobConfig, clip_edits: bool = False):
@@ -102,3 +104,26 @@ class GenerateStage:
                                   store_latents=self.cfg.store_latents, device=self.device,
                                   autocast_dtype=self.dtype, memory_format=self.memory_format)
         return {k: np.array([r[k] for r in results]) for k in results[0]} if results else {}
+
+
+_CLIP_RESOLVERS: dict[str, EditResolver] = {}
+
+
+def optimise_video_clip_edits(cfg: EditJobConfig, task: VideoTask) -> dict[str, dict]:
+    """The directions of a video's clip edits, optimised (or read from the cache) on the face track that stage A
+    stored for it; {edit: {"uri", "cached"}}. Runs as a Ray task beside the pipeline, so the optimisation overlaps
+    stage B's inversion of the same video. The model (UNet included) and CLIP stay loaded in the worker process for
+    the next video."""
+    limit_threads(cfg.frontend.num_cpus)
+    key = model_fingerprint(cfg)
+    if key not in _CLIP_RESOLVERS:
+        _CLIP_RESOLVERS.clear()
+        model = load_model(cfg.model, stage_device(cfg.frontend.num_gpus))
+        _CLIP_RESOLVERS[key] = EditResolver(model, cfg, build_landmarker(cfg.face))
+    resolver = _CLIP_RESOLVERS[key]
+    track = LatentStore(cfg.output, task.video_id).load_track()
+    results = {}
+    for edit in task.edits:
+        result = resolver.clip_direction(parse_edit(edit), task, track)
+        results[edit] = {"uri": result.uri, "cached": result.from_cache}
+    return results

@@ -179,7 +179,7 @@ def tiny_clip_weights(tmp_path_factory) -> str:
 
 
 def test_clip_edit_optimises_each_video_once_and_reads_the_cache_after(ray_local, tiny_checkpoint, tiny_clip_weights,
-                                                                        tmp_path):
+                                                                        tmp_path, capsys):
     clips = tmp_path / "in"
     make_sample_clip(clips / "long.mp4", "astronaut", frames=5, audio=True)
     make_sample_clip(clips / "short.mp4", "grace_hopper", frames=3, seed=1)  # has no frame 3: its optimisation fails
@@ -187,8 +187,14 @@ def test_clip_edit_optimises_each_video_once_and_reads_the_cache_after(ray_local
     settings = [f"clip_edit.clip.name={TINY_CLIP}", f"clip_edit.clip.weights={tiny_clip_weights}",
                 "clip_edit.iterations=3", "clip_edit.frames=[3]"]
     first = str(tmp_path / "first")
-    _, summary = run(str(clips), first, tiny_checkpoint, f"edits=[{spec}]", *settings)
+    cfg, summary = run(str(clips), first, tiny_checkpoint, f"edits=[{spec}]", *settings)
     assert (summary.ok, summary.failed) == (1, 1)
+    # Two passes: both videos inverted (N−1 calls per frame) while their directions were optimised beside it, then
+    # the long video's clip edit decoded from its stored x_T (N per frame); no manifest row for the inner pass.
+    printed = capsys.readouterr().out
+    assert printed.count("CLIP direction(s) of") == 2 and "while its frames are inverted" in printed
+    assert summary.frames == 8 and summary.unet_calls == (cfg.steps - 1) * 8 + cfg.steps * 5
+    assert len(read_manifest(first).to_pylist()) == 2
     rows = {r["video"].rsplit("/", 1)[-1]: r for r in read_manifest(first).to_pylist()}
     long, short = rows["long.mp4"], rows["short.mp4"]
     assert long["status"] == "ok" and long["edit"] == spec
@@ -218,3 +224,12 @@ def test_clip_edit_optimises_each_video_once_and_reads_the_cache_after(ray_local
     assert sorted(Path(first, ".directions").iterdir()) == cached
     assert cached[0].stat().st_mtime_ns == stat.st_mtime_ns and cached[0].read_bytes() == content
     assert not Path(second, ".directions").exists()
+
+    # A job that keeps no latents resolves the direction in stage A (one pass); here it comes from the cache too.
+    third = str(tmp_path / "third")
+    capsys.readouterr()
+    _, single = run(str(clips / "long.mp4"), third, tiny_checkpoint, f"edits=[{spec}]", *settings,
+                    f"clip_edit.output_prefix={first}/.directions", "store_latents=false", "reuse_latents=false")
+    assert (single.ok, single.failed) == (1, 0) and "CLIP direction(s) of" not in capsys.readouterr().out
+    row = read_manifest(third).to_pylist()[0]
+    assert row["direction"] == long["direction"] and row["direction_cached"] is True

@@ -28,6 +28,7 @@ def no_ray(monkeypatch):
         raise AssertionError("the job got past its start-up checks")
 
     monkeypatch.setattr(edit_job, "_run", must_not_run)
+    monkeypatch.setattr(edit_job, "_run_clip_edits_beside_inversion", must_not_run)
 
 
 def test_clip_preset_sits_under_clip_edit_with_overrides_and_prefixed_errors(tmp_path):
@@ -62,3 +63,17 @@ def test_a_clip_edit_listed_only_in_an_input_manifest_is_checked_too(tmp_path, n
     cfg.input = str(tmp_path / "in")  # the same job without clip edits needs no CLIP weights
     with pytest.raises(AssertionError, match="start-up checks"):
         edit_job.run_edit_job(cfg)
+
+
+def test_edit_arguments_add_specs_as_written(tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    base = [f"input={inputs}", f"output={tmp_path / 'out'}"]
+    cfg = edit_job.job_config_from_arguments("local_tiny",
+                                             [*base, f"edit={SPEC}", "edit=classifier:Smiling:1.5,Young:-1"])
+    assert cfg.edits == parse_job_edits([SPEC, "classifier:Smiling:1.5,Young:-1"])
+    assert edit_job.job_config_from_arguments("local_tiny", base).edits == ["reconstruct"]  # the preset's
+    with pytest.raises(ConfigError, match="not both"):
+        edit_job.job_config_from_arguments("local_tiny", [*base, "edit=reconstruct", "edits=[reconstruct]"])
+    with pytest.raises(ConfigError, match="edits"):
+        edit_job.job_config_from_arguments("local_tiny", [*base, "edit=clip:face"])

@@ -93,3 +93,12 @@ def test_generate_stage_compiles_the_unet_only_when_configured():
 
     assert isinstance(unet(True), torch._dynamo.eval_frame.OptimizedModule)
     assert not isinstance(unet(False), torch._dynamo.eval_frame.OptimizedModule)
+
+
+def test_unet_traces_to_one_graph_for_torch_compile(random_tiny_unet):
+    """A graph break splits the compiled UNet and runs the rest eagerly (seen on torch 2.11 with an autocast probe)."""
+    x, cond = torch.randn(2, 3, 32, 32), torch.randn(2, random_tiny_unet.cfg.embed_channels)
+    t = torch.tensor([10, 500])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        explained = torch._dynamo.explain(random_tiny_unet)(x, t, cond)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
