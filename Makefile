@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-fast
+.PHONY: setup demo test test-slow
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,9 @@ setup: $(VENV)/.installed
 demo: setup
 	HF_HUB_OFFLINE=1 $(PY) -m dva.demo
 
+# The default suite (under 10 minutes on 2 cores); CI then also runs the slow end-to-end tests.
 test: setup
-	HF_HUB_OFFLINE=1 $(PY) -m pytest
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not slow" --durations=10
 
-test-fast: setup
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not slow"
+test-slow: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -m slow --durations=10

@@ -96,16 +96,11 @@ def photo_aligner(detect: Callable[[np.ndarray], list], face: FaceConfig) -> Ali
     `detect` is a `FaceLandmarker.detect`.
     """
     from dva.crops import crops_to_tensor
-    from dva.face.align import track_quads
-    from dva.face.warp import crop_face
+    from dva.face.photo import align_photo
 
     def align(rgb: np.ndarray) -> Optional[torch.Tensor]:
-        faces = detect(rgb)
-        if not faces:
-            return None
-        points = max(faces, key=lambda f: f.area).points
-        quad = track_quads(points[None].astype(np.float64), face.align)[0]
-        return crops_to_tensor(crop_face(rgb, quad, face.align.crop_size)[None])[0]
+        crop = align_photo(rgb, detect, face.align)
+        return None if crop is None else crops_to_tensor(crop[None])[0]
 
     return align
 

@@ -32,13 +32,15 @@ def build_face_parser(cfg: EncoderConfig | None) -> nn.Module | None:
 
 class DiffusionVideoAutoencoder(nn.Module):
     def __init__(self, cfg: ModelConfig, identity_encoder: ImageEncoder | None = None,
-                 landmark_encoder: ImageEncoder | None = None, face_parser: nn.Module | None = None):
+                 landmark_encoder: ImageEncoder | None = None, face_parser: nn.Module | None = None,
+                 with_unet: bool = True):
         super().__init__()
         self.cfg = cfg
         self.identity_encoder = identity_encoder or build_encoder(cfg.identity_encoder, "identity_encoder", "identity")
         self.landmark_encoder = landmark_encoder or build_encoder(cfg.landmark_encoder, "landmark_encoder", "landmark")
         self.z_face = nn.Linear(cfg.identity_encoder.dim + cfg.landmark_encoder.dim, cfg.z_face_dim)
-        self.unet = UNet(cfg.unet)
+        # Without the UNet (`unet` is None) the model only encodes: z_id, z_lnd, z_face, masks (the CPU front end).
+        self.unet = UNet(cfg.unet) if with_unet else None
         self.face_parser = face_parser if face_parser is not None else build_face_parser(cfg.face_parser)
 
     @property

@@ -71,9 +71,10 @@ def describe_mismatch(expected: Mapping[str, torch.Tensor], state: Mapping[str, 
                                         ("wrong shapes", wrong)) if keys)
 
 
-def load_model(cfg: ModelConfig, device: str | torch.device = "cpu", config_key: str = "model.checkpoint"
-               ) -> DiffusionVideoAutoencoder:
+def load_model(cfg: ModelConfig, device: str | torch.device = "cpu", config_key: str = "model.checkpoint",
+               with_unet: bool = True) -> DiffusionVideoAutoencoder:
     """Build the model of `cfg` in eval mode on `device`, with the checkpoint's weights when one is configured.
+    `with_unet=False` builds and loads everything but the UNet (stage A and preprocessing only encode).
 
     Reference frozen networks (ArcFace, landmarks, face parser) whose weights the checkpoint holds are loaded from it,
     keys checked exactly, instead of from their own weight files.
@@ -91,10 +92,11 @@ def load_model(cfg: ModelConfig, device: str | torch.device = "cpu", config_key:
         from dva.models.reference.convert import reference_parts
 
         parts = reference_parts(cfg, state, str(cfg.checkpoint), config_key)
-    model = DiffusionVideoAutoencoder(cfg, **parts)
+    model = DiffusionVideoAutoencoder(cfg, **parts, with_unet=with_unet)
     if cfg.checkpoint:
         expected = model.trainable_state_dict()
-        problem = describe_mismatch(expected, state, TRAINABLE_PREFIXES)
+        prefixes = TRAINABLE_PREFIXES if with_unet else tuple(p for p in TRAINABLE_PREFIXES if p != "unet.")
+        problem = describe_mismatch(expected, state, prefixes)
         if problem:
             raise MissingWeightsError(str(cfg.checkpoint), config_key,
                                       f"does not fit model config {cfg.name!r}: {problem}")

@@ -38,9 +38,9 @@ from dva.editing.clip_direction import ClipDirectionalLoss, ClipEditResult, load
 from dva.editing.direction import EditDirection
 from dva.editing.edits import EditSpec, edited_identity, parse_edit, parse_edits
 from dva.errors import ConfigError, DvaError, MissingWeightsError, NoFaceError, VideoError
-from dva.face.align import track_quads
 from dva.face.record import AlignedTrack
-from dva.face.warp import crop_face, iter_crops
+from dva.face.photo import align_photo
+from dva.face.warp import iter_crops
 from dva.face.crop_video import align_video
 from dva.pipeline.prepare import VideoTask, encode_codes, training_masks
 from dva.crops import crops_to_tensor
@@ -178,12 +178,9 @@ class EditResolver:
         if bgr is None:
             raise ConfigError(f"identity reference {uri!r} is not a readable image")
         image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        faces = self.landmarker.detect(image)
-        if not faces:
+        crop = align_photo(image, self.landmarker.detect, self.cfg.face.align)
+        if crop is None:
             raise NoFaceError(f"identity reference {uri!r}: no face found; use a clear frontal photo")
-        face = max(faces, key=lambda f: f.area)
-        quad = track_quads(face.points[None].astype(np.float64), self.cfg.face.align)[0]
-        crop = crop_face(image, quad, self.cfg.face.align.crop_size)
         return self.model.encode_identity(crops_to_tensor(crop[None])).cpu().numpy()[0]
 
     def classifier(self) -> AttributeClassifier:

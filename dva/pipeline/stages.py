@@ -50,10 +50,8 @@ class PrepareStage:
         limit_threads(cfg.frontend.num_cpus)
         self.cfg = cfg
         self.device = stage_device(cfg.frontend.num_gpus)
-        model = load_model(cfg.model, self.device)
-        if not clip_edits:
-            model.unet = None  # without clip edits stage A needs only the frozen encoders and the z_face linear
-        self.model = model
+        # Without clip edits stage A needs only the frozen encoders and the z_face linear.
+        self.model = model = load_model(cfg.model, self.device, with_unet=clip_edits)
         self.landmarker = build_landmarker(cfg.face)
         self.resolver = EditResolver(model, cfg, self.landmarker)
         self.key = latent_key(cfg)
@@ -113,9 +111,9 @@ def optimise_video_clip_edits(cfg: EditJobConfig, task: VideoTask) -> dict[str, 
     """The directions of a video's clip edits, optimised (or read from the cache) on the face track that stage A
     stored for it; {edit: {"uri", "cached"}}. Runs as a Ray task beside the pipeline, so the optimisation overlaps
     stage B's inversion of the same video. The model (UNet included) and CLIP stay loaded in the worker process for
-    the next video."""
+    the next video of the same job."""
     limit_threads(cfg.frontend.num_cpus)
-    key = model_fingerprint(cfg)
+    key = to_yaml(cfg)  # the whole job: the resolver writes under its output and uses its clip_edit settings
     if key not in _CLIP_RESOLVERS:
         _CLIP_RESOLVERS.clear()
         model = load_model(cfg.model, stage_device(cfg.frontend.num_gpus))

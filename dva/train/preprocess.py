@@ -91,9 +91,7 @@ class PreprocessStage:
         limit_threads(cfg.frontend.num_cpus)
         self.cfg = cfg
         self.device = stage_device(cfg.frontend.num_gpus)
-        model = load_model(cfg.model, self.device)
-        model.unet = None  # only the frozen encoders (and the face parser) are needed
-        self.model = model
+        self.model = load_model(cfg.model, self.device, with_unet=False)  # only the encoders and the face parser
         self.landmarker = build_landmarker(cfg.face)
 
     def __call__(self, batch: dict) -> Iterator[dict]:

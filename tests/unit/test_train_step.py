@@ -63,3 +63,18 @@ def test_zero_decay_ema_equals_raw_weights():
 def test_bad_optim_config_is_named():
     with pytest.raises(ConfigError, match="optim.amp"):
         merge_config(OptimConfig, [{"amp": "fp8"}])
+
+
+def test_model_without_unet_loads_the_same_encoders_and_z_face(tiny_model, tmp_path):
+    from dva.models.checkpoint import load_model, save_checkpoint
+
+    with torch.no_grad():
+        tiny_model.z_face.weight.add_(1.0)  # not the initialisation a fresh model would draw
+    path = save_checkpoint(tmp_path / "m.safetensors", tiny_model, tiny_model.trainable_state_dict())
+    cfg = merge_config(ModelConfig, [tiny_model.cfg], [f"checkpoint={path}"])
+    full, encoder_only = load_model(cfg), load_model(cfg, with_unet=False)
+    assert encoder_only.unet is None and full.unet is not None
+    assert torch.equal(encoder_only.z_face.weight, tiny_model.z_face.weight)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.equal(encoder_only.encode_identity(x), full.encode_identity(x))
+    assert sum(p.numel() for p in encoder_only.parameters()) < sum(p.numel() for p in full.parameters())
