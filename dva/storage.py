@@ -19,6 +19,7 @@ import posixpath
 import re
 import shutil
 import tempfile
+import time
 import unicodedata
 import uuid
 from collections.abc import Iterable, Iterator
@@ -288,6 +289,37 @@ def remove_prefix(prefix: str | Path) -> None:
         if fs.exists(path):
             fs.rm(path, recursive=True)
         fs.invalidate_cache(path)
+
+
+def _modified(info: dict) -> float | None:
+    """Modification time (epoch seconds) from an fsspec `info`: `mtime` locally, `LastModified` on S3."""
+    if "mtime" in info:
+        return float(info["mtime"])
+    stamp = info.get("LastModified")
+    return stamp.timestamp() if stamp is not None else None
+
+
+def sweep_partials(prefix: str | Path, older_than_s: float) -> int:
+    """Delete the temporaries that killed writers left under `prefix` (files in `.partial/` folders) once they are
+    older than `older_than_s`; return how many. Younger ones may belong to a writer still at work (another job on
+    the same output), so keep the age well above the longest write."""
+    fs, root = _fs(prefix)
+    with _reporting(prefix, "list"):
+        fs.invalidate_cache(root)
+        if not fs.exists(root):
+            return 0
+        found = fs.find(root, detail=True)
+    now, removed = time.time(), 0
+    for path, info in found.items():
+        if PARTIAL_DIR not in path[len(root.rstrip("/")):].split("/")[:-1]:
+            continue
+        modified = _modified(info)
+        if modified is None or now - modified < older_than_s:
+            continue
+        with _reporting(_to_uri(fs, path), "delete"):
+            fs.rm(path)
+        removed += 1
+    return removed
 
 
 # --- keys ---------------------------------------------------------------------------------------------------------

@@ -66,6 +66,9 @@ class EditJobConfig:
     chunk_frames: int = 16  # frames that travel between stages together (one video's consecutive frames)
     store_latents: bool = True  # keep x_T, z and the face track under <output>/latents/ for later edits
     reuse_latents: bool = True  # a video whose latents exist for this model and N skips detection and inversion
+    # Temporaries (`.partial/`) that killed writers left under `output` and that are older than this are deleted
+    # when a job starts (null: never). Keep it well above the longest single write of a job sharing the output.
+    sweep_partials_after_s: Optional[float] = 21600.0
     fail_fast: bool = False  # stop at the first failed video instead of recording it and going on
     ray_address: Optional[str] = None  # None: connect to a running cluster if RAY_ADDRESS is set, else start one
     progress: bool = True
@@ -84,6 +87,8 @@ class EditJobConfig:
             raise ConfigError("config key `output`: set it to a folder or s3:// prefix for the results")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"config key `precision`: {self.precision!r} is not one of {PRECISIONS}")
+        if self.sweep_partials_after_s is not None and self.sweep_partials_after_s < 0:
+            raise ConfigError("config key `sweep_partials_after_s`: an age in seconds (≥ 0), or null for never")
         if self.steps < 2:
             raise ConfigError(f"config key `steps`: {self.steps} is too few (at least 2 DDIM steps)")
         if self.chunk_frames < 1 or self.generate.batch_frames < 1:

@@ -28,7 +28,7 @@ from dva.pipeline.inputs import VideoInput, discover_inputs
 from dva.pipeline.latents import LatentStore
 from dva.pipeline.runtime import actor_pool, init_ray
 from dva.pipeline.manifest import ResultRow, completed, edit_id, write_result, write_summary
-from dva.storage import join, redact, remove_prefix
+from dva.storage import join, redact, remove_prefix, sweep_partials
 
 log = logging.getLogger("dva.edit")
 
@@ -77,6 +77,11 @@ def run_edit_job(cfg: EditJobConfig) -> JobSummary:
     started = time.time()
     job_edits = parse_job_edits(cfg.edits)  # bad specs fail here, before Ray starts
     videos = discover_inputs(cfg.input)
+    if cfg.sweep_partials_after_s is not None:
+        swept = sweep_partials(cfg.output, cfg.sweep_partials_after_s)
+        if swept:
+            log.info("removed %d unfinished temporary file(s) older than %.0f s under %s", swept,
+                     cfg.sweep_partials_after_s, redact(cfg.output))
     done = completed(cfg.output)
     summary = JobSummary()
     tasks = []

@@ -20,6 +20,7 @@ from dva.storage import (
     output_key,
     redact,
     remove_prefix,
+    sweep_partials,
     video_id,
     write_bytes_atomic,
 )
@@ -205,3 +206,15 @@ def test_storage_errors_are_redacted(s3_server, monkeypatch):
         list_files("s3://AKIAIOSFODNN7EXAMPLE:sekrit-value-42@bucket/x")
     assert "sekrit" not in str(info.value) and "AKIAIOSFODNN7EXAMPLE" not in str(info.value)
     assert "bucket/x" in str(info.value)
+
+
+def test_sweep_partials_deletes_only_old_temporaries(storage_root):
+    write_bytes_atomic(join(storage_root, "videos", "a.mp4"), b"done")
+    for name in ("one", "two"):  # what killed writers leave behind
+        with fsspec.open(join(storage_root, "videos", ".partial", name), "wb") as f:
+            f.write(b"half")
+    assert sweep_partials(storage_root, older_than_s=3600) == 0  # could still be some writer's
+    assert sorted(_all_files(storage_root)) == ["videos/.partial/one", "videos/.partial/two", "videos/a.mp4"]
+    assert sweep_partials(storage_root, older_than_s=0) == 2
+    assert _all_files(storage_root) == ["videos/a.mp4"] and _read(join(storage_root, "videos", "a.mp4")) == b"done"
+    assert sweep_partials(join(storage_root, "nothing-here"), older_than_s=0) == 0

@@ -1,0 +1,53 @@
+"""What the edit job does before Ray starts: sweeping the temporaries that killed writers left in the output."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+import dva.pipeline.edit_job as edit_job
+from dva.errors import ConfigError
+from dva.pipeline.config import EditJobConfig, load_job_config
+
+
+@pytest.fixture
+def job(tmp_path, monkeypatch):
+    passes = []
+    monkeypatch.setattr(edit_job, "_run", lambda cfg, tasks, summary, clip_edits, **kw: passes.append(tasks))
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "a.mp4").write_bytes(b"not decoded: the pipeline pass is replaced")
+
+    def make(*overrides):
+        return load_job_config(EditJobConfig, "local_tiny", [f"input={inputs}", f"output={tmp_path / 'out'}",
+                                                             *overrides])
+    return make, passes
+
+
+def _partial(folder, name: str, age_s: float):
+    path = folder / ".partial" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"half")
+    os.utime(path, (time.time() - age_s, time.time() - age_s))
+    return path
+
+
+def test_old_temporaries_are_swept_at_start_and_young_ones_kept(job, tmp_path):
+    make, passes = job
+    old = _partial(tmp_path / "out" / "videos" / "a.mp4", "killed", age_s=7 * 3600)
+    young = _partial(tmp_path / "out" / "latents" / "a", "writing", age_s=60)
+    edit_job.run_edit_job(make())
+    assert not old.exists() and young.exists() and len(passes) == 1
+    edit_job.run_edit_job(make("sweep_partials_after_s=30"))
+    assert not young.exists()
+
+
+def test_sweeping_can_be_turned_off_and_a_negative_age_is_refused(job, tmp_path):
+    make, _ = job
+    old = _partial(tmp_path / "out" / "videos", "killed", age_s=7 * 3600)
+    edit_job.run_edit_job(make("sweep_partials_after_s=null"))
+    assert old.exists()
+    with pytest.raises(ConfigError, match="sweep_partials_after_s"):
+        make("sweep_partials_after_s=-1")
