@@ -29,6 +29,7 @@ from dva.errors import ConfigError, DvaError
 from dva.face.config import FaceConfig
 from dva.models.config import ModelConfig
 from dva.pipeline.config import load_job_config
+from dva.pipeline.runtime import configured_device
 from dva.storage import redact, write_bytes_atomic
 
 SUFFIX = ".safetensors"
@@ -105,20 +106,12 @@ def photo_aligner(detect: Callable[[np.ndarray], list], face: FaceConfig) -> Ali
     return align
 
 
-def _device(cfg: TrainClassifierConfig) -> torch.device:
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise DvaError("config key `device`: cuda was asked for but torch sees no GPU; use device=auto or cpu")
-    return torch.device(cfg.device)
-
-
 def train_classifier(cfg: TrainClassifierConfig) -> AttributeClassifier:
     """Train, write the classifier file and its accuracy JSON; return the classifier."""
     from dva.face.landmarker import build_landmarker
     from dva.models.checkpoint import load_model
 
-    device = _device(cfg)
+    device = configured_device(cfg.device)
     # Built on first use, so that a missing annotation file or a misspelt attribute fails before any weights load.
     model = functools.cache(lambda: load_model(cfg.model, device))
     landmarker = functools.cache(lambda: build_landmarker(cfg.face))

@@ -240,7 +240,7 @@ IterationCallback = Callable[[int, dict[str, float]], None]
 def optimise_clip_direction(
     model: nn.Module, frames, source: str, target: str, cfg: ClipEditConfig, *,
     clip: ClipDirectionalLoss | Callable[[], ClipDirectionalLoss] | None = None, mask: torch.Tensor | None = None,
-    source_id: str = "",
+    source_id: str = "", fingerprint: str | None = None,
     on_iteration: IterationCallback | None = None,
 ) -> ClipEditResult:
     """Δz_id that edits `source` → `target`, read from the cache when this exact request was made before.
@@ -249,7 +249,8 @@ def optimise_clip_direction(
     ones in `cfg.frames` are used. `mask`: [1 or F, 1, H, W] in [0, 1] over those frames for the L1 term (all ones
     when None). `clip`: an already loaded `ClipDirectionalLoss`, or a function returning one (called only on a cache
     miss); None loads `cfg.clip`, also only on a miss. `source_id` names the video or image in the file's metadata
-    and the cache key.
+    and the cache key. `fingerprint`: `model_fingerprint(model)` when the caller already has it (it hashes every
+    trained weight: about a second for dva256), so that many videos edited with one model hash it once.
     """
     device = next(model.parameters()).device
     crops = _select_frames(frames, cfg.frames, device)
@@ -258,7 +259,7 @@ def optimise_clip_direction(
     if mask is not None:
         mask = mask.float().to(device).expand(crops.shape[0], 1, *crops.shape[-2:])
     encoder_id = identity_encoder_id(model)
-    fingerprint = model_fingerprint(model, encoder_id)
+    fingerprint = fingerprint or model_fingerprint(model, encoder_id)
     key = digest(DIRECTION_FORMAT, fingerprint, crops, "mask", mask, source_id, source, target,
                  _settings(cfg))
     uri = None

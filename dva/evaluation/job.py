@@ -14,23 +14,14 @@ import logging
 import sys
 from typing import Optional
 
-import torch
-
 from dva.errors import DvaError
 from dva.evaluation import consistency, paper, reconstruction
 from dva.evaluation.config import EvalConfig, load_eval_config
 from dva.evaluation.results import eval_prefix, write_summary, write_table
+from dva.pipeline.runtime import configured_device
 from dva.storage import join, redact
 
 log = logging.getLogger("dva.eval")
-
-
-def _device(cfg: EvalConfig) -> torch.device:
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise DvaError("config key `device`: cuda was asked for but torch sees no GPU; use device=auto or cpu")
-    return torch.device(cfg.device)
 
 
 def run_reconstruction(cfg: EvalConfig) -> str:
@@ -40,7 +31,7 @@ def run_reconstruction(cfg: EvalConfig) -> str:
     from dva.pipeline.inputs import discover_inputs
     from dva.diffusion import autocast_dtype
 
-    device = _device(cfg)
+    device = configured_device(cfg.device)
     steps = sorted(set(cfg.steps))
     lpips = reconstruction.LpipsScorer(cfg.lpips_weights, device)  # a bad weights file fails here, before any work
     videos = discover_inputs(cfg.input)
@@ -82,7 +73,7 @@ def run_edit(cfg: EvalConfig) -> str:
     """TL-ID, TG-ID and flicker of every finished (video, edit) of an edit job; return the summary's URI."""
     from dva.face.landmarker import build_landmarker
 
-    embed = consistency.build_identity_embedder(cfg.identity, _device(cfg))
+    embed = consistency.build_identity_embedder(cfg.identity, configured_device(cfg.device))
     pairs, frames = consistency.evaluate_edit_outputs(
         cfg.input, embed, crop_size=cfg.crop_size_for_identity, face_cfg=cfg.face, chunk=cfg.batch_frames,
         landmarker=functools.cache(lambda: build_landmarker(cfg.face)), fail_fast=cfg.fail_fast, log=log.info)

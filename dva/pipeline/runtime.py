@@ -1,6 +1,7 @@
-"""What every Ray job of dva shares: connecting to (or starting) Ray, actor pools, and an actor's device and threads.
+"""What dva's jobs share: connecting to (or starting) Ray, actor pools, and the device and threads of an actor or
+of a single-process job.
 
-The edit, encode and preprocessing jobs and the training driver use these; Ray is imported only when a job starts.
+The edit, encode and preprocessing jobs, the training driver, `dva eval` and `dva train-classifier` use these; Ray is imported only when a job starts.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import os
 from typing import Optional
 
 import torch
+
+from dva.errors import DvaError
 
 
 def init_ray(address: Optional[str] = None, progress: bool = True):
@@ -34,6 +37,15 @@ def actor_pool(stage):
     if stage.min_actors is None:
         return ActorPoolStrategy(size=stage.actors)
     return ActorPoolStrategy(min_size=stage.min_actors, max_size=stage.actors)
+
+
+def configured_device(setting: str) -> torch.device:
+    """The device a single-process job's `device` key means: `auto` (a GPU when torch sees one), `cpu` or `cuda`."""
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise DvaError("config key `device`: cuda was asked for but torch sees no GPU; use device=auto or cpu")
+    return torch.device(setting)
 
 
 def stage_device(num_gpus: float) -> torch.device:
