@@ -70,7 +70,10 @@ class VideoWriter:
         stream.pix_fmt = "yuv420p"
         # One encoder thread: a job gets its parallelism from encoding many videos at once (each writer task
         # reserves one CPU), and libx264's frame threads make the bitstream vary from run to run.
-        stream.options = {"crf": str(self.crf), "preset": self.preset, "threads": "1"}
+        # No MB-tree: its AVX-512 code reads memory it never wrote when the width is not a multiple of 8
+        # macroblocks (320, 480, 481 wide...), so the same frames gave a different file on every encode.
+        stream.options = {"crf": str(self.crf), "preset": self.preset, "threads": "1",
+                          "x264-params": "mbtree=0"}
         if self.rotation:
             stream.set_display_rotation(-self.rotation)  # PyAV counts counter-clockwise
         self._video = stream
