@@ -1,7 +1,8 @@
 """Stage C, per (video, edit) on CPU: paste the edited crops back into the original frames, encode, commit.
 
-The source is decoded once more and the edited crop chunks are read in frame order, one chunk at a time. The
-output video (H.264 at the source fps, the source audio carried over) appears at its final key only when complete.
+The source is decoded once more and the edited crop chunks are read in frame order, one chunk at a time. Every
+output frame is written at its source frame's time (variable frame rates stay as they were), with the source's
+audio (and its offset to the video) and colour tags; the video appears at its final key only when complete.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dva.pipeline.generate import work_uri
 from dva.pipeline.latents import LatentStore
 from dva.pipeline.manifest import output_uri
 from dva.storage import open_file
-from dva.video import VideoWriter, iter_frames
+from dva.video import VideoWriter, iter_timed_frames, probe
 
 
 def _edited_crops(output: str, video_id: str, edit: str, num_chunks: int) -> Iterator[np.ndarray]:
@@ -35,15 +36,16 @@ def finalize_video(output: str, uri: str, key: str, video_id: str, edit: str, nu
     track = LatentStore(output, video_id).load_track()
     target = output_uri(output, key, edit)
     size = track.crop_size
-    with VideoWriter(target, track.fps, audio_from=uri) as writer:
-        for index, (frame, edited) in enumerate(zip(iter_frames(uri), _edited_crops(output, video_id, edit,
-                                                                                     num_chunks), strict=True)):
+    source = probe(uri)
+    with VideoWriter(target, track.fps, audio_from=uri, time_base=source.time_base, colour=source.colour) as writer:
+        frames = zip(iter_timed_frames(uri), _edited_crops(output, video_id, edit, num_chunks), strict=True)
+        for index, ((frame, time), edited) in enumerate(frames):
             if track.status[index] == FrameStatus.HELD:  # before the face appears or after it left: keep the frame
-                writer.write(frame)
+                writer.write(frame, time)
                 continue
             quad = track.quads[index]
             mask = face_mask(crop_face(frame, quad, size) if masker else edited, track.crop_points(index),
                              face.mask, masker)
-            writer.write(paste_face(frame, edited, quad, mask, face.mask))
+            writer.write(paste_face(frame, edited, quad, mask, face.mask), time)
         frames = writer.frames_written
     return target, frames, float(track.fps)

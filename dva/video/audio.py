@@ -43,9 +43,12 @@ class AudioSource:
                     packet.stream = self.stream
                     yield packet
             else:
-                samples = 0
+                samples = None
                 for frame in self._container.decode(self._input):
-                    # Count samples rather than trust source timestamps (WAV/PCM often has none or gaps).
+                    # Count samples from the first frame's time rather than trust every timestamp (WAV/PCM often
+                    # has none or gaps); the start keeps any offset between the audio and the video.
+                    if samples is None:
+                        samples = round((frame.time or 0) * frame.sample_rate)
                     frame.pts, frame.time_base = samples, Fraction(1, frame.sample_rate)
                     samples += frame.samples
                     yield from self.stream.encode(frame)

@@ -2,7 +2,9 @@
 
 Frames are never collected: callers get an iterator (or fixed-length chunks) and keep what they need. Rotation
 metadata (the display matrix phones write for portrait video) is applied, so frames come out the way a player
-shows them and `VideoInfo.width/height` are the upright size.
+shows them and `VideoInfo.width/height` are the upright size. RGB is converted with the matrix and range the
+source is tagged with; `iter_timed_frames` also gives each frame's presentation time (variable-rate video keeps
+its timing through the pipeline), and `VideoInfo.colour` the tags an output should carry.
 
 Bad input policy, so jobs can record a clear per-video error:
 - missing, zero-byte, non-video or audio-only files raise VideoError at open;
@@ -31,6 +33,21 @@ TRUNCATION_SLACK = 2
 
 
 @dataclass(frozen=True)
+class Colour:
+    """A video stream's colour tags, as FFmpeg's enum values (AVColorPrimaries, AVColorTransferCharacteristic,
+    AVColorSpace, AVColorRange); 2 (0 for the range) means untagged."""
+
+    primaries: int = 2
+    transfer: int = 2
+    matrix: int = 2
+    range: int = 0
+
+    @classmethod
+    def of(cls, frame: av.VideoFrame) -> Colour:
+        return cls(int(frame.color_primaries), int(frame.color_trc), int(frame.colorspace), int(frame.color_range))
+
+
+@dataclass(frozen=True)
 class VideoInfo:
     """What a job needs to know about a source video before decoding it."""
 
@@ -43,6 +60,7 @@ class VideoInfo:
     rotation: int  # degrees a player turns the stored frames clockwise: 0, 90, 180 or 270
     has_audio: bool
     duration: float | None  # seconds of the video stream, where known
+    colour: Colour = Colour()
 
     @property
     def size(self) -> tuple[int, int]:
@@ -131,22 +149,34 @@ def probe(uri: str) -> VideoInfo:
             rotation=(-90 * quarter_turns) % 360,
             has_audio=bool(container.streams.audio),
             duration=duration,
+            colour=Colour.of(first),
         )
 
 
-def iter_frames(uri: str) -> Iterator[np.ndarray]:
-    """Yield upright RGB uint8 frames [H, W, 3] one at a time; raise VideoError on a truncated or corrupt file."""
+def iter_timed_frames(uri: str) -> Iterator[tuple[np.ndarray, Fraction]]:
+    """Yield (upright RGB uint8 frame [H, W, 3], presentation time in seconds) one frame at a time, in display
+    order; raise VideoError on a truncated or corrupt file. A frame without a timestamp gets the previous
+    frame's time plus one frame at the stream's average rate."""
     uri = str(uri)
     with open_container(uri) as container:
-        expected = container.streams.video[0].frames or None
-        count = 0
+        stream = container.streams.video[0]
+        expected = stream.frames or None
+        step = 1 / Fraction(stream.average_rate or stream.guessed_rate or 25)
+        count, time = 0, None
         for frame in _decoded(container, uri, threaded=True):
             count += 1
-            yield _upright(frame)
+            time = (frame.pts * Fraction(frame.time_base) if frame.pts is not None and frame.time_base
+                    else (Fraction(0) if time is None else time + step))
+            yield _upright(frame), time
     if count == 0:
         raise VideoError(f"{uri}: the video stream has no decodable frame")
     if expected is not None and count < expected - TRUNCATION_SLACK:
         raise VideoError(f"{uri}: truncated: only {count} of the {expected} indexed frames could be decoded")
+
+
+def iter_frames(uri: str) -> Iterator[np.ndarray]:
+    """Yield upright RGB uint8 frames [H, W, 3] one at a time; raise VideoError on a truncated or corrupt file."""
+    return (frame for frame, _ in iter_timed_frames(uri))
 
 
 def stack_chunks(frames: Iterable[np.ndarray], chunk_len: int) -> Iterator[np.ndarray]:

@@ -1,6 +1,10 @@
-"""Streaming H.264 (libx264, yuv420p) mp4 writer at the source frame rate, with the source's audio carried over.
+"""Streaming H.264 (libx264, yuv420p) mp4 writer, with the source's audio, timestamps and colour tags carried over.
 
-Frames arrive one at a time and leave as packets at once, so memory does not grow with video length. The file is
+Frames arrive one at a time and leave as packets at once, so memory does not grow with video length. Each frame
+is written at the time it is given (a variable-rate source keeps its timing; without times, frames are spaced at
+`fps`); copied audio keeps its source times, so any offset between the streams stays as it was. With a `Colour`
+the RGB frames are converted with the source's matrix and range, and the stream is tagged with all four tags.
+Outputs are byte-identical for the same frames and settings. The file is
 staged and only appears at its target (local path or s3://) when `close()` succeeds; an exception inside a `with`
 block, or `abort()`, leaves nothing behind.
 
@@ -20,11 +24,19 @@ import numpy as np
 from dva.errors import VideoError
 from dva.storage import atomic_output
 from dva.video.audio import AudioSource
-from dva.video.decode import open_container
+from dva.video.decode import Colour, open_container
+
+# swscale's RGB→YUV matrices (SWS_CS_*) by the AVColorSpace that names them; any other matrix tag is converted
+# with swscale's default (BT.601) and written untagged, so the tag never contradicts the pixels.
+_SWS_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
+_UNTAGGED_MATRIX = 2
 
 
 class VideoWriter:
     """Write RGB uint8 frames [H, W, 3] to an mp4 at `fps`; optionally copy `audio_from`'s first audio stream.
+
+    `time_base` (default 1/fps) is the stream's clock: give the source's so source times are kept exactly.
+    `colour`: the source's tags (`VideoInfo.colour`); None writes untagged BT.601 limited range.
 
     `rotation` (clockwise degrees, as `VideoInfo.rotation`) is stored as display metadata only; frames are written
     as given. Outputs of the editing pipeline are upright already and keep the default 0.
@@ -39,9 +51,15 @@ class VideoWriter:
         crf: int = 18,
         preset: str = "medium",
         rotation: int = 0,
+        time_base: Fraction | None = None,
+        colour: Colour | None = None,
     ):
         self.uri = str(uri)
         self.fps = Fraction(fps).limit_denominator(1_000_000)
+        self.time_base = Fraction(time_base) if time_base else 1 / self.fps
+        self.colour = colour or Colour()
+        self._matrix = _SWS_MATRIX.get(self.colour.matrix)
+        self._last_pts: int | None = None
         self.crf = crf
         self.preset = preset
         self.rotation = rotation
@@ -68,6 +86,11 @@ class VideoWriter:
         stream = self._output.add_stream("libx264", rate=self.fps)
         stream.width, stream.height = width + width % 2, height + height % 2
         stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = stream.time_base = self.time_base
+        context = stream.codec_context  # libx264 writes these into the bitstream, the muxer into the mp4's colr box
+        context.color_primaries, context.color_trc = self.colour.primaries, self.colour.transfer
+        context.colorspace = self.colour.matrix if self._matrix else _UNTAGGED_MATRIX
+        context.color_range = self.colour.range
         # One encoder thread: a job gets its parallelism from encoding many videos at once (each writer task
         # reserves one CPU), and libx264's frame threads make the bitstream vary from run to run.
         # No MB-tree: its AVX-512 code reads memory it never wrote when the width is not a multiple of 8
@@ -108,8 +131,25 @@ class VideoWriter:
             self.abort()
             raise
 
-    def write(self, frame: np.ndarray) -> None:
-        """Encode one frame; every frame must have the size of the first."""
+    def _next_pts(self, time: Fraction | None) -> int:
+        """The frame's timestamp in `time_base` ticks: its time, or the next slot at `fps`; always increasing."""
+        if time is None:
+            pts = round(self.frames_written / (self.fps * self.time_base))
+        else:
+            pts = round(Fraction(time) / self.time_base)
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1  # repeated source timestamps: the encoder needs increasing ones
+        self._last_pts = pts
+        return pts
+
+    def _yuv(self, frame: np.ndarray) -> av.VideoFrame:
+        # One swscale thread, as for the encoder: the writer task reserves one CPU.
+        return av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(
+            format="yuv420p", dst_colorspace=self._matrix, dst_color_range=self.colour.range or None, threads=1)
+
+    def write(self, frame: np.ndarray, time: Fraction | None = None) -> None:
+        """Encode one frame shown at `time` seconds (None: the next slot at `fps`); every frame must have the
+        size of the first."""
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 frame [H, W, 3], got {frame.dtype} {frame.shape}")
         if not self._open:
@@ -123,9 +163,9 @@ class VideoWriter:
                                  f"the video is {self.frame_size[0]}x{self.frame_size[1]}")
             if width % 2 or height % 2:
                 frame = np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
-            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            video_frame.pts = self.frames_written
-            video_frame.time_base = 1 / self.fps
+            video_frame = self._yuv(np.ascontiguousarray(frame))
+            video_frame.pts = self._next_pts(time)
+            video_frame.time_base = self.time_base
             self._mux_video(self._video.encode(video_frame))
         self.frames_written += 1
 

@@ -1,0 +1,161 @@
+"""Stage C without Ray: each output frame at its source frame's time, the audio offset and colour tags kept, and
+the paste region taken from the face parser when the model has one."""
+
+from __future__ import annotations
+
+import io
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from dva.config import load_config
+from dva.face import load_face_config
+from dva.face.mask import landmark_hull_mask
+from dva.face.record import AlignedTrack
+from dva.face.track import FrameStatus
+from dva.face.warp import crop_face
+from dva.models.config import EncoderConfig, ModelConfig
+from dva.models.reference.bisenet import BiSeNet, FaceParserMasker, paste_mask
+from dva.pipeline.finalize import finalize_video
+from dva.pipeline.generate import work_uri
+from dva.pipeline.latents import LatentStore
+from dva.storage import write_bytes_atomic
+from dva.video import Colour, probe
+from dva.crops import crops_to_tensor
+
+WIDTH, HEIGHT, CROP = 96, 64, 32
+QUAD = np.array([[32, 16], [32, 48], [64, 48], [64, 16]], np.float64)  # a 32 px square: crop pixels = frame pixels
+BT709 = Colour(primaries=1, transfer=1, matrix=1, range=1)
+FULL_RANGE_601 = Colour(primaries=6, transfer=6, matrix=6, range=2)
+_SWS = {1: 1, 6: 5}  # swscale's matrix numbers for the tags above
+
+
+def _frame(i: int) -> np.ndarray:
+    """Saturated bars that move, so a wrong matrix or range shows as a colour error."""
+    bars = np.array([[230, 30, 30], [30, 200, 40], [40, 50, 220], [240, 240, 20], [20, 20, 20], [250, 250, 250]])
+    columns = (np.arange(WIDTH) // 16 + i) % len(bars)
+    return np.repeat(bars[columns][None], HEIGHT, axis=0).astype(np.uint8)
+
+
+def write_source(path: str, times: list[Fraction], *, colour: Colour | None = None, audio_start: float | None = None,
+                 audio_codec: str = "aac", time_base: Fraction = Fraction(1, 90000)) -> str:
+    """A clip (written with plain PyAV) showing frame i at times[i] seconds, optionally tagged with `colour`, with a
+    tone that starts at `audio_start` seconds."""
+    with av.open(path, "w") as out:
+        video = out.add_stream("libx264", rate=30)
+        video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        video.codec_context.time_base = video.time_base = time_base
+        if colour is not None:
+            ctx = video.codec_context
+            ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range = (
+                colour.primaries, colour.transfer, colour.matrix, colour.range)
+        if audio_start is not None:
+            rate = 16000
+            audio = out.add_stream(audio_codec, rate=rate)
+            audio.layout = "mono"
+        for i, time in enumerate(times):
+            frame = av.VideoFrame.from_ndarray(_frame(i), format="rgb24")
+            if colour is not None:
+                frame = frame.reformat(format="yuv420p", dst_colorspace=_SWS[colour.matrix],
+                                       dst_color_range=colour.range)
+            frame.pts, frame.time_base = round(time / time_base), time_base
+            for packet in video.encode(frame):
+                out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+        if audio_start is not None:
+            fmt = "fltp" if audio_codec == "aac" else "s16"
+            start, step = round(audio_start * rate), 1024
+            for k in range(int(float(times[-1]) * rate / step) + 2):
+                t = (start + k * step + np.arange(step)) / rate
+                tone = (0.3 * np.sin(2 * np.pi * 440 * t))[None]
+                frame = av.AudioFrame.from_ndarray(tone.astype(np.float32) if fmt == "fltp"
+                                                   else (tone * 32767).astype(np.int16), format=fmt, layout="mono")
+                frame.sample_rate, frame.pts, frame.time_base = rate, start + k * step, Fraction(1, rate)
+                for packet in audio.encode(frame):
+                    out.mux(packet)
+            for packet in audio.encode(None):
+                out.mux(packet)
+    return path
+
+
+def _face_points() -> np.ndarray:
+    """68 landmarks in frame pixels: a jaw arc and brows inside QUAD (the hull mask needs only these two)."""
+    points = np.full((68, 2), (48.0, 34.0))
+    angles = np.linspace(np.pi, 0, 17)
+    points[:17] = np.stack([48 - 11 * np.cos(angles), 30 + 14 * np.sin(angles)], 1)
+    points[17:27] = np.stack([np.linspace(39, 57, 10), np.full(10, 26.0)], 1)
+    return points
+
+
+def stage_c_inputs(output: str, source: str, video_id: str, edit: str, status: list[int],
+                   edited_colour=(255, 0, 255)) -> int:
+    """Store the face track and one chunk of edited crops (one flat colour) as stages A and B leave them."""
+    n = len(status)
+    track = AlignedTrack(source=source, fps=Fraction(30), frame_size=(WIDTH, HEIGHT), crop_size=CROP,
+                         points=np.repeat(_face_points()[None], n, 0).astype(np.float32),
+                         status=np.array(status, np.uint8), quads=np.repeat(QUAD[None], n, 0))
+    LatentStore(output, video_id).save_track(track)
+    buf = io.BytesIO()
+    np.save(buf, np.broadcast_to(np.array(edited_colour, np.uint8), (n, CROP, CROP, 3)).copy(), allow_pickle=False)
+    write_bytes_atomic(work_uri(output, video_id, edit, 0), buf.getvalue())
+    return 1
+
+
+def _times(path: str) -> tuple[list[Fraction], list[float], Fraction]:
+    """Video frame times, audio frame times (both as decoded, edit lists applied) and the video stream's tick."""
+    with av.open(path) as c:
+        video = [Fraction(f.pts) * f.time_base for f in c.decode(video=0)]
+        tick = Fraction(c.streams.video[0].time_base)
+    with av.open(path) as c:
+        audio = [f.time for f in c.decode(audio=0)] if c.streams.audio else []
+    return video, audio, tick
+
+
+def _vfr_times(n: int, start: Fraction = Fraction(0)) -> list[Fraction]:
+    """Alternating 30 and 15 fps, as phones write when the light drops."""
+    times, t = [], start
+    for i in range(n):
+        times.append(t)
+        t += Fraction(1, 30) if i % 2 == 0 else Fraction(1, 15)
+    return times
+
+
+@pytest.mark.parametrize("container, audio_codec, audio_slack", [("mp4", "aac", 1 / 16000),
+                                                                  ("mkv", "pcm_s16le", 1024 / 16000)],
+                         ids=["mp4-aac-copied", "mkv-pcm-reencoded"])
+def test_output_frames_keep_source_times_and_audio_offset(tmp_path, container, audio_codec, audio_slack):
+    """A 30/15 fps alternating clip whose audio starts 0.25 s after the video: every output frame is shown when its
+    source frame was (within one tick), and the audio starts where it did (an AAC re-encode may add its one-frame
+    priming before it)."""
+    times = _vfr_times(12, start=Fraction(1, 10))
+    source = write_source(str(tmp_path / f"vfr.{container}"), times, audio_start=0.35, audio_codec=audio_codec)
+    output = str(tmp_path / "out")
+    status = [FrameStatus.HELD] * 2 + [FrameStatus.DETECTED] * 10
+    chunks = stage_c_inputs(output, source, "vid", "reconstruct", status)
+    target, frames, _ = finalize_video(output, source, "vfr.mp4", "vid", "reconstruct", chunks,
+                                       load_face_config("dlib"))
+    src_video, src_audio, _ = _times(source)
+    out_video, out_audio, tick = _times(target)
+    assert frames == len(out_video) == len(src_video) == 12
+    assert max(abs(a - b) for a, b in zip(out_video, src_video)) <= tick
+    assert out_audio and abs(out_audio[0] - src_audio[0]) <= audio_slack + 1e-6
+    assert abs((out_audio[0] - float(out_video[0])) - (src_audio[0] - float(src_video[0]))) <= audio_slack + 1e-6
+
+
+@pytest.mark.parametrize("colour", [BT709, FULL_RANGE_601], ids=["bt709", "full-range-bt601"])
+def test_output_carries_the_source_colour_tags_and_colours(tmp_path, colour):
+    source = write_source(str(tmp_path / "tagged.mp4"), [Fraction(i, 30) for i in range(6)], colour=colour)
+    assert probe(source).colour == colour
+    output = str(tmp_path / "out")
+    chunks = stage_c_inputs(output, source, "vid", "reconstruct", [FrameStatus.HELD] * 6)
+    target, _, _ = finalize_video(output, source, "tagged.mp4", "vid", "reconstruct", chunks,
+                                  load_face_config("dlib"))
+    assert probe(target).colour == colour
+    with av.open(target) as out:
+        decoded = [f.to_ndarray(format="rgb24").astype(int) for f in out.decode(video=0)]
+    # Converted with the matrix and range it is tagged with: colours come back as they went in.
+    assert all(np.abs(d - _frame(i)).mean() < 4 for i, d in enumerate(decoded))
