@@ -26,7 +26,7 @@ from dva.pipeline.edits import (check_clip_weights, direction_record_uri, has_cl
 from dva.pipeline.prepare import VideoTask
 from dva.pipeline.inputs import VideoInput, discover_inputs
 from dva.pipeline.latents import LatentStore
-from dva.pipeline.runtime import actor_pool, init_ray
+from dva.pipeline.runtime import actor_pool, init_ray, limit_threads
 from dva.pipeline.manifest import ResultRow, completed, edit_id, write_result, write_summary
 from dva.storage import join, redact, remove_prefix, sweep_partials
 
@@ -56,11 +56,13 @@ def _edits_for(video: VideoInput, job_edits: Sequence[str]) -> list[str]:
 def _finalize_pair(cfg: EditJobConfig, uri: str, key: str, video_id: str, edit: str, num_chunks: int,
                    started: float) -> dict:
     """Stage C for one (video, edit), run as a Ray task; returns the manifest row as a dict (never raises)."""
-    from dva.pipeline.finalize import finalize_video
+    from dva.pipeline.finalize import finalize_video, paste_masker
 
     try:
         direction = read_direction_record(cfg.output, video_id, edit)  # clip edits: the direction file used
-        target, frames, fps = finalize_video(cfg.output, uri, key, video_id, edit, num_chunks, cfg.face)
+        limit_threads(cfg.writer.num_cpus)  # the face parser's share of the node
+        target, frames, fps = finalize_video(cfg.output, uri, key, video_id, edit, num_chunks, cfg.face,
+                                             paste_masker(cfg.model))
         row = ResultRow(uri, video_id, edit, "ok", frames=frames, fps=fps, seconds=time.time() - started,
                         output=target, direction=direction.get("uri"), direction_cached=direction.get("cached"))
     except Exception as err:  # recorded in the manifest; the job goes on

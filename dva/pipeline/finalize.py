@@ -3,6 +3,8 @@
 The source is decoded once more and the edited crop chunks are read in frame order, one chunk at a time. Every
 output frame is written at its source frame's time (variable frame rates stay as they were), with the source's
 audio (and its offset to the video) and colour tags; the video appears at its final key only when complete.
+When the model has a face parser, its paste mask of each original crop (SPEC §1.5) says where the edit goes;
+otherwise the landmark hull does.
 """
 
 from __future__ import annotations
@@ -11,17 +13,52 @@ import io
 from typing import Iterator, Optional
 
 import numpy as np
+import torch
 
+from dva.config import to_yaml
+from dva.crops import crops_to_tensor
 from dva.face.config import FaceConfig
 from dva.face.mask import Masker, face_mask
 from dva.face.paste import paste_face
 from dva.face.track import FrameStatus
 from dva.face.warp import crop_face
+from dva.models.checkpoint import load_model
+from dva.models.config import ModelConfig
+from dva.models.reference.bisenet import FaceParserMasker
 from dva.pipeline.generate import work_uri
 from dva.pipeline.latents import LatentStore
 from dva.pipeline.manifest import output_uri
 from dva.storage import open_file
 from dva.video import VideoWriter, iter_timed_frames, probe
+
+
+class ParserPasteMask:
+    """A `Masker` from a face parser: the paste classes (face without ears, neck and hair) of an RGB uint8 crop."""
+
+    def __init__(self, parser: FaceParserMasker):
+        self.parser = FaceParserMasker(paste=True, backbone=parser.backbone)
+
+    @torch.no_grad()
+    def __call__(self, crop: np.ndarray) -> np.ndarray:
+        return self.parser(crops_to_tensor(crop[None]))[0].cpu().numpy()
+
+
+_PASTE_MASKS: dict[str, ParserPasteMask] = {}
+
+
+def paste_masker(model: ModelConfig) -> Optional[Masker]:
+    """The paste mask of `model`'s face parser, or None (the landmark hull) for a model without one.
+
+    The parser comes from the checkpoint or its weight file as in every other stage, on the CPU, and is kept per
+    worker process: the stage C tasks of a job reuse it instead of loading it once per video and edit.
+    """
+    if model.face_parser is None:
+        return None
+    key = to_yaml(model)
+    if key not in _PASTE_MASKS:
+        _PASTE_MASKS.clear()
+        _PASTE_MASKS[key] = ParserPasteMask(load_model(model, "cpu", with_unet=False).face_parser)
+    return _PASTE_MASKS[key]
 
 
 def _edited_crops(output: str, video_id: str, edit: str, num_chunks: int) -> Iterator[np.ndarray]:

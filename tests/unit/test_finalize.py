@@ -4,6 +4,8 @@ the paste region taken from the face parser when the model has one."""
 from __future__ import annotations
 
 import io
+import time
+from dataclasses import replace
 from fractions import Fraction
 
 import av
@@ -11,20 +13,21 @@ import numpy as np
 import pytest
 import torch
 
-from dva.config import load_config
+from dva.crops import crops_to_tensor
 from dva.face import load_face_config
 from dva.face.mask import landmark_hull_mask
 from dva.face.record import AlignedTrack
 from dva.face.track import FrameStatus
 from dva.face.warp import crop_face
-from dva.models.config import EncoderConfig, ModelConfig
-from dva.models.reference.bisenet import BiSeNet, FaceParserMasker, paste_mask
-from dva.pipeline.finalize import finalize_video
+from dva.models.config import EncoderConfig
+from dva.models.reference.bisenet import BiSeNet, build_face_parser, paste_mask
+from dva.pipeline.config import EditJobConfig, load_job_config
+from dva.pipeline.edit_job import _finalize_pair
+from dva.pipeline.finalize import finalize_video, paste_masker
 from dva.pipeline.generate import work_uri
 from dva.pipeline.latents import LatentStore
 from dva.storage import write_bytes_atomic
-from dva.video import Colour, probe
-from dva.crops import crops_to_tensor
+from dva.video import Colour, iter_frames, probe
 
 WIDTH, HEIGHT, CROP = 96, 64, 32
 QUAD = np.array([[32, 16], [32, 48], [64, 48], [64, 16]], np.float64)  # a 32 px square: crop pixels = frame pixels
@@ -159,3 +162,35 @@ def test_output_carries_the_source_colour_tags_and_colours(tmp_path, colour):
         decoded = [f.to_ndarray(format="rgb24").astype(int) for f in out.decode(video=0)]
     # Converted with the matrix and range it is tagged with: colours come back as they went in.
     assert all(np.abs(d - _frame(i)).mean() < 4 for i, d in enumerate(decoded))
+
+
+def test_stage_c_pastes_inside_the_face_parsers_paste_classes(tmp_path):
+    """A model with a face parser (a stand-in 79999_iter.pth, random but in the reference format): stage C pastes
+    the edit where the parser's paste classes are on the original crop, not inside the landmark hull."""
+    weights = tmp_path / "79999_iter.pth"
+    torch.manual_seed(0)
+    torch.save(BiSeNet().state_dict(), weights)
+    parser_cfg = EncoderConfig(kind="reference_bisenet", weights=str(weights))
+    cfg = load_job_config(EditJobConfig, "local_tiny", [f"output={tmp_path / 'out'}", "input=unused/",
+                                                         "face.mask.dilate_px=0", "face.mask.blur_px=0"])
+    assert paste_masker(cfg.model) is None  # no parser: the hull
+    cfg = replace(cfg, model=replace(cfg.model, face_parser=parser_cfg))
+    source = write_source(str(tmp_path / "face.mp4"), [Fraction(i, 30) for i in range(3)])
+    chunks = stage_c_inputs(cfg.output, source, "vid", "reconstruct", [FrameStatus.DETECTED] * 3)
+
+    row = _finalize_pair(cfg, source, "face.mp4", "vid", "reconstruct", chunks, time.time())
+    assert row["status"] == "ok", row["error"]
+
+    parser = build_face_parser(parser_cfg, "model.face_parser")
+    hull = landmark_hull_mask(_face_points() - QUAD[0], CROP, cfg.face.mask.brow_lift)
+    magenta = np.array([255, 0, 255])
+    (x0, y0), (x1, y1) = QUAD[0].astype(int), QUAD[2].astype(int)
+    for original, edited in zip(iter_frames(source), iter_frames(row["output"]), strict=True):
+        with torch.no_grad():
+            classes = parser.classes(crops_to_tensor(crop_face(original, QUAD, CROP)[None]))
+        expected = paste_mask(classes)[0].numpy()
+        assert 0.1 < expected.mean() < 0.9 and (expected != hull).mean() > 0.2  # a test that can tell them apart
+        region, before = edited[y0:y1, x0:x1].astype(int), original[y0:y1, x0:x1].astype(int)
+        pasted = np.abs(region - magenta).sum(-1) < np.abs(region - before).sum(-1)
+        assert (pasted == expected).mean() > 0.9
+        assert (pasted == hull).mean() < 0.7
