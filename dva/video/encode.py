@@ -4,9 +4,9 @@ Frames arrive one at a time and leave as packets at once, so memory does not gro
 is written at the time it is given (a variable-rate source keeps its timing; without times, frames are spaced at
 `fps`); copied audio keeps its source times, so any offset between the streams stays as it was. With a `Colour`
 the RGB frames are converted with the source's matrix and range, and the stream is tagged with all four tags.
-Outputs are byte-identical for the same frames and settings. The file is
-staged and only appears at its target (local path or s3://) when `close()` succeeds; an exception inside a `with`
-block, or `abort()`, leaves nothing behind.
+The same frames and settings always give a byte-identical file. The file is staged and only appears at its target
+(local path or s3://) when `close()` succeeds; an exception inside a `with` block, or `abort()`, leaves nothing
+behind.
 
 yuv420p needs even sizes: an odd width or height is padded by one replicated row/column (333x197 is stored as
 334x198). The mp4 is written with its index first (faststart) so it streams from object stores.
@@ -92,7 +92,7 @@ class VideoWriter:
         context.colorspace = self.colour.matrix if self._matrix else _UNTAGGED_MATRIX
         context.color_range = self.colour.range
         # One encoder thread: a job gets its parallelism from encoding many videos at once (each writer task
-        # reserves one CPU), and libx264's frame threads make the bitstream vary from run to run.
+        # reserves one CPU).
         # No MB-tree: its AVX-512 code reads memory it never wrote when the width is not a multiple of 8
         # macroblocks (320, 480, 481 wide...), so the same frames gave a different file on every encode.
         stream.options = {"crf": str(self.crf), "preset": self.preset, "threads": "1",

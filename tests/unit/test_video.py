@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dva.errors import VideoError
-from dva.video import VideoWriter, iter_chunks, iter_frames, probe
+from dva.video import VideoWriter, iter_chunks, iter_frames, iter_timed_frames, probe
 
 
 def _reencode(src: str, dst: str, **kwargs) -> None:
@@ -178,8 +178,9 @@ def _textured_frames(width: int, height: int, count: int) -> list[np.ndarray]:
 @pytest.mark.parametrize("size", [(480, 640), (481, 321), (320, 240)], ids=["portrait-480x640", "odd-481x321",
                                                                            "320x240"])
 def test_same_frames_give_byte_identical_files(tmp_path, size):
-    """Widths of 30 or 31 macroblocks made x264's AVX-512 MB-tree code read memory it never wrote: before the fix
-    every repeat encode in one process differed (max pixel difference ~30). Four encodes caught it each time."""
+    """Widths that are not a multiple of 8 macroblocks (320, 480, 482 px) made x264's AVX-512 MB-tree code read
+    memory it never wrote: before the fix nearly every repeat encode in one process differed (max pixel difference
+    ~30), so four encodes caught it on every run on an AVX-512 CPU (a CPU without AVX-512 never showed it)."""
     frames = _textured_frames(*size, count=10)
     files = []
     for run in range(4):
@@ -188,3 +189,29 @@ def test_same_frames_give_byte_identical_files(tmp_path, size):
             out.write_chunk(np.stack(frames))
         files.append(path.read_bytes())
     assert all(f == files[0] for f in files[1:])
+
+
+def test_frames_without_timestamps_are_timed_at_the_stream_rate(tmp_path):
+    """A raw H.264 stream carries no timestamps: its frames follow one another at the stream's rate."""
+    path = str(tmp_path / "raw.h264")
+    with av.open(path, "w", format="h264") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(4):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * i, np.uint8), format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    assert [time for _, time in iter_timed_frames(path)] == [Fraction(i, 25) for i in range(4)]
+
+
+def test_writer_keeps_given_times_and_makes_repeated_ones_increase(tmp_path):
+    path = tmp_path / "timed.mp4"
+    frame = np.zeros((48, 64, 3), np.uint8)
+    with VideoWriter(path, Fraction(30), time_base=Fraction(1, 600)) as out:
+        for time in (Fraction(1, 10), Fraction(1, 10), Fraction(1, 5), Fraction(1, 2)):
+            out.write(frame, time)
+    assert [t for _, t in iter_timed_frames(str(path))] == [Fraction(1, 10), Fraction(1, 10) + Fraction(1, 600),
+                                                           Fraction(1, 5), Fraction(1, 2)]
