@@ -120,6 +120,11 @@ def _decoded(container: av.container.InputContainer, uri: str, threaded: bool) -
         raise VideoError(f"{uri}: corrupt video data ({err.strerror or err})") from None
 
 
+def _frame_rate(stream: av.VideoStream) -> Fraction | None:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return Fraction(rate) if rate else None
+
+
 def probe(uri: str) -> VideoInfo:
     """Read the container header and the first frame (for rotation, and to prove the video decodes)."""
     uri = str(uri)
@@ -128,7 +133,7 @@ def probe(uri: str) -> VideoInfo:
         first = next(_decoded(container, uri, threaded=False), None)
         if first is None:
             raise VideoError(f"{uri}: the video stream has no decodable frame")
-        fps = stream.average_rate or stream.guessed_rate or stream.base_rate
+        fps = _frame_rate(stream)
         if not fps:
             raise VideoError(f"{uri}: the frame rate is unknown")
         quarter_turns = round(first.rotation / 90) % 4
@@ -141,7 +146,7 @@ def probe(uri: str) -> VideoInfo:
             duration = None
         return VideoInfo(
             uri=uri,
-            fps=Fraction(fps),
+            fps=fps,
             time_base=Fraction(stream.time_base),
             num_frames=stream.frames or None,
             width=first.height if swap else first.width,
@@ -161,12 +166,17 @@ def iter_timed_frames(uri: str) -> Iterator[tuple[np.ndarray, Fraction]]:
     with open_container(uri) as container:
         stream = container.streams.video[0]
         expected = stream.frames or None
-        step = 1 / Fraction(stream.average_rate or stream.guessed_rate or 25)
         count, time = 0, None
         for frame in _decoded(container, uri, threaded=True):
             count += 1
-            time = (frame.pts * Fraction(frame.time_base) if frame.pts is not None and frame.time_base
-                    else (Fraction(0) if time is None else time + step))
+            if frame.pts is not None and frame.time_base:
+                time = frame.pts * Fraction(frame.time_base)
+            elif time is None:
+                time = Fraction(0)
+            elif rate := _frame_rate(stream):
+                time += 1 / rate
+            else:
+                raise VideoError(f"{uri}: its frames carry no timestamps and its frame rate is unknown")
             yield _upright(frame), time
     if count == 0:
         raise VideoError(f"{uri}: the video stream has no decodable frame")
