@@ -13,6 +13,7 @@ one StorageError that names the location (credentials removed) and what to check
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import os
 import posixpath
@@ -62,8 +63,30 @@ def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+class NotFetched(Exception):
+    """Raised by `local_path` inside `no_remote_fetch()` for a remote file that exists but is not in the cache."""
+
+    def __init__(self, uri: str, config_key: str, size: int | None):
+        self.uri, self.config_key, self.size = uri, config_key, size
+        super().__init__(f"{redact(uri)} (config key `{config_key}`) exists but is not fetched")
+
+
+_FETCH_ALLOWED = contextvars.ContextVar("dva_fetch_allowed", default=True)
+
+
+@contextlib.contextmanager
+def no_remote_fetch() -> Iterator[None]:
+    """Within the block `local_path` downloads nothing: a remote file that is not cached raises NotFetched (after
+    its existence is checked), so loaders can be tried for free (`dva check`)."""
+    token = _FETCH_ALLOWED.set(False)
+    try:
+        yield
+    finally:
+        _FETCH_ALLOWED.reset(token)
+
+
 def local_path(uri: str | Path | None, *, config_key: str, sha256: str | None = None) -> Path:
-    """Return a local file for `uri`, downloading a remote object once into the cache.
+    """Return a local file for `uri`, downloading a remote object once into the cache (see `no_remote_fetch`).
 
     Raises MissingWeightsError naming `uri` and `config_key` when the file is absent, unreachable or fails its checksum.
     """
@@ -81,15 +104,17 @@ def local_path(uri: str | Path | None, *, config_key: str, sha256: str | None = 
     target = cache_dir() / "weights" / key / Path(uri.rstrip("/")).name
     if target.is_file() and (not sha256 or sha256_of(target) == sha256.lower()):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     try:
         fs, remote = fsspec.core.url_to_fs(uri)
         if not fs.exists(remote):
             raise MissingWeightsError(uri, config_key)
+        if not _FETCH_ALLOWED.get():
+            raise NotFetched(uri, config_key, fs.size(remote))
+        target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".partial-")
         os.close(fd)
         fs.get_file(remote, tmp)
-    except MissingWeightsError:
+    except (MissingWeightsError, NotFetched):
         raise
     except Exception as err:  # network, credentials, bucket: all surface as one clear error
         raise MissingWeightsError(uri, config_key, f"cannot be fetched ({type(err).__name__}: {err})") from None
@@ -178,6 +203,13 @@ def exists(uri: str | Path) -> bool:
     with _reporting(uri, "check"):
         fs.invalidate_cache(path)  # other workers may have written since this process last listed
         return fs.exists(path)
+
+
+def size(uri: str | Path) -> int:
+    """Bytes of the file or object at `uri` (StorageError when it is absent or unreachable)."""
+    fs, path = _fs(uri)
+    with _reporting(uri, "check"):
+        return int(fs.size(path))
 
 
 def list_files(prefix: str | Path, suffixes: Iterable[str] | None = None) -> list[str]:

@@ -1,0 +1,192 @@
+"""`dva check` / `--dry-run`: every problem a job would hit is listed before any work starts, each naming its
+config key or input; a passing check prints the plan. No test starts Ray."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from dva.cli import main as dva
+from dva.preflight import gpu_rates
+from dva.preflight.report import EXIT_CHECK_FAILED, EXIT_USAGE
+
+TINY = ["--config", "local_tiny"]
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = dva(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def failures(out: str) -> list[str]:
+    """The lines of the closing list of failed checks."""
+    tail = out.split("check(s) failed", 1)
+    return [line.strip() for line in tail[1].splitlines()[1:]] if len(tail) == 2 else []
+
+
+@pytest.fixture
+def two_clips(tmp_path, sample_clip):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, person in (("a.mp4", "astronaut"), ("b.mp4", "grace_hopper")):
+        shutil.copy(sample_clip(person, frames=12), folder / name)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def no_ray():
+    yield
+    ray = pytest.importorskip("ray")
+    assert not ray.is_initialized(), "a pre-flight check must not start or join Ray"
+
+
+def test_missing_weight_files_are_all_listed_with_their_config_keys(capsys, two_clips, tmp_path):
+    code, out, _ = run(capsys, "check", "edit", *TINY, f"input={two_clips}", f"output={tmp_path / 'out'}",
+                       f"model.checkpoint={tmp_path / 'gone' / 'dva.safetensors'}",
+                       f"face.dlib.predictor={tmp_path / 'gone' / 'shape68.dat'}")
+    assert code == EXIT_CHECK_FAILED
+    failed = failures(out)
+    assert len(failed) == 2, out
+    assert failed[0].startswith("model.checkpoint:") and str(tmp_path / "gone" / "dva.safetensors") in failed[0]
+    assert "`model.checkpoint`" in failed[0]
+    assert failed[1].startswith("face.dlib.predictor:") and "shape68.dat" in failed[1]
+    assert "ok    input" in out and "ok    output" in out  # the other checks still ran
+    assert not (tmp_path / "out").exists()  # the output probe leaves no folder behind
+
+
+def test_a_preset_that_cannot_be_built_is_a_failed_check_naming_the_key(capsys, monkeypatch, two_clips, tmp_path):
+    from dva.models import encoders
+
+    # What `fan_landmarks` did before its module existed: a registry entry whose module is not there.
+    monkeypatch.setitem(encoders._REGISTRY, "not_written_yet", "dva.models.not_written_yet:build")
+    code, out, _ = run(capsys, "check", "edit", *TINY, f"input={two_clips}", f"output={tmp_path / 'out'}",
+                       "model.landmark_encoder.kind=not_written_yet")
+    assert code == EXIT_CHECK_FAILED
+    (failed,) = failures(out)
+    assert failed.startswith("model.landmark_encoder: cannot be built: ModuleNotFoundError")
+    assert "dva.models.not_written_yet" in failed and "Traceback" not in out
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_an_unreadable_input_prefix_is_named(capsys, request, tmp_path, where):
+    source = str(tmp_path / "no-videos-here") if where == "local" else "s3://no-such-bucket-dva/videos"
+    if where == "s3":
+        request.getfixturevalue("s3_server")
+    code, out, _ = run(capsys, "edit", "--dry-run", *TINY, f"input={source}", f"output={tmp_path / 'out'}")
+    assert code == EXIT_CHECK_FAILED
+    (failed,) = failures(out)
+    assert failed.startswith("input:") and source in failed
+
+
+def test_an_unwritable_local_output_is_named(capsys, two_clips, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code, out, _ = run(capsys, "check", "edit", *TINY, f"input={two_clips}", f"output={blocker}/out")
+    assert code == EXIT_CHECK_FAILED
+    (failed,) = failures(out)
+    assert failed.startswith("output:") and f"{blocker}/out" in failed
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_folder_is_named(capsys, two_clips, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        code, out, _ = run(capsys, "check", "edit", *TINY, f"input={two_clips}", f"output={locked}")
+    finally:
+        locked.chmod(0o755)
+    assert code == EXIT_CHECK_FAILED
+    (failed,) = failures(out)
+    assert failed.startswith("output:") and "access denied" in failed
+
+
+def test_an_output_bucket_that_does_not_exist_is_named(capsys, s3_server, two_clips):
+    code, out, _ = run(capsys, "check", "edit", *TINY, f"input={two_clips}", "output=s3://no-such-bucket-dva/out")
+    assert code == EXIT_CHECK_FAILED
+    (failed,) = failures(out)
+    assert failed.startswith("output:") and "s3://no-such-bucket-dva/out" in failed
+    assert "dva-test-secret-key" not in out  # credentials never printed
+
+
+def test_a_bad_key_is_a_usage_error_naming_it(capsys, tmp_path):
+    code, out, err = run(capsys, "check", "edit", *TINY, "input=x", "output=y", "generate.batch_framez=4")
+    assert code == EXIT_USAGE
+    assert "generate.batch_framez" in err and "[dva check]" not in out  # nothing was checked
+
+
+def test_an_unknown_job_is_a_usage_error(capsys):
+    code, _, err = run(capsys, "check", "paint")
+    assert code == EXIT_USAGE and "edit" in err
+
+
+def test_a_passing_check_prints_the_plan(capsys, two_clips, tmp_path):
+    from dva.pipeline.inputs import discover_inputs
+    from dva.pipeline.manifest import ResultRow, output_uri, write_result
+    from dva.video.decode import probe
+
+    out_dir = str(tmp_path / "out")
+    done, todo = discover_inputs(str(two_clips))
+    finished = output_uri(out_dir, done.key, "reconstruct")  # as the job leaves a finished pair: video, then row
+    os.makedirs(os.path.dirname(finished))
+    open(finished, "wb").close()
+    write_result(out_dir, ResultRow(done.uri, done.video_id, "reconstruct", "ok", frames=12, output=finished))
+
+    code, out, _ = run(capsys, "check", "edit", *TINY, f"input={two_clips}", f"output={out_dir}",
+                       "model.checkpoint=null")
+    assert code == 0, out
+    assert "every check passed" in out
+    assert "--- resolved config" in out and "model_preset: tiny" in out
+    plan = dict(line.strip().split("  ", 1) for line in out.split("--- plan ---")[1].splitlines()[1:]
+                if line.startswith("  "))
+    frames = probe(todo.uri).num_frames
+    steps = 10  # local_tiny
+    assert plan["videos"].strip() == "2 (1 with work to do)"
+    assert plan["(video, edit) pairs"].strip() == "1 to do, 1 already done (skipped)"
+    assert plan["frames"].strip().startswith(f"{frames} ")
+    assert plan["UNet calls"].strip().startswith(f"{frames * (2 * steps - 1):,} ")
+    assert "H200-hours" in plan["estimated GPU time"]
+
+
+def test_a_checkpoint_is_checked_from_its_header(capsys, tmp_path, tiny_model, two_clips):
+    from dva.config import load_config
+    from dva.models.autoencoder import DiffusionVideoAutoencoder
+    from dva.models.checkpoint import save_checkpoint
+    from dva.models.config import ModelConfig
+
+    good = save_checkpoint(tmp_path / "tiny.safetensors", tiny_model)
+    truncated = tmp_path / "cut.safetensors"
+    truncated.write_bytes(good.read_bytes()[:-1000])
+    other = save_checkpoint(tmp_path / "demo.safetensors",
+                            DiffusionVideoAutoencoder(load_config(ModelConfig, "demo64", group="model"),
+                                                      identity_encoder=tiny_model.identity_encoder,
+                                                      landmark_encoder=tiny_model.landmark_encoder))
+    args = ["check", "edit", *TINY, f"input={two_clips}", f"output={tmp_path / 'out'}"]
+    code, out, _ = run(capsys, *args, f"model.checkpoint={good}")
+    assert code == 0 and "fit model 'tiny'" in out
+    for path, why in ((truncated, "is truncated"), (other, "does not fit model config 'tiny'")):
+        code, out, _ = run(capsys, *args, f"model.checkpoint={path}")
+        assert code == EXIT_CHECK_FAILED
+        (failed,) = failures(out)
+        assert failed.startswith("model.checkpoint:") and str(path) in failed and why in failed
+
+
+def test_local_resources_that_can_never_be_placed_fail(capsys, two_clips, tmp_path):
+    code, out, _ = run(capsys, "check", "edit", *TINY, f"input={two_clips}", f"output={tmp_path / 'out'}",
+                       "generate.num_gpus=64")
+    assert code == EXIT_CHECK_FAILED
+    (failed,) = failures(out)
+    assert failed.startswith("resources:") and "64 GPU to start" in failed
+
+
+def test_gpu_rate_table_reproduces_the_benchmark():
+    for n, fps in gpu_rates.FIRST_EDIT_FRAMES_PER_S.items():
+        assert gpu_rates.seconds_per_unet_call(n) * (2 * n - 1) == pytest.approx(1 / fps)
+    between = gpu_rates.seconds_per_unet_call(75)
+    assert min(gpu_rates.seconds_per_unet_call(50), gpu_rates.seconds_per_unet_call(100)) <= between
+    assert between <= max(gpu_rates.seconds_per_unet_call(50), gpu_rates.seconds_per_unet_call(100))
+    assert gpu_rates.seconds_per_unet_call(20, gflop_per_forward=771.0 / 2) == pytest.approx(
+        gpu_rates.seconds_per_unet_call(20) / 2)
