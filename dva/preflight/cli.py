@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 from dva.config import to_yaml
 from dva.errors import DvaError
 from dva.preflight.jobs import JOBS
-from dva.preflight.report import EXIT_USAGE, Report
+from dva.preflight.report import EXIT_USAGE, FAIL, Report
 from dva.storage import redact
 
 DRY_RUN = "--dry-run"
@@ -38,7 +38,10 @@ def check_job(job: str, argv: Sequence[str], prog: Optional[str] = None) -> int:
     print("--- resolved config (credentials redacted) ---")
     print(redact(to_yaml(cfg)).rstrip())
     report = Report()
-    spec.check(cfg, report)
+    try:
+        spec.check(cfg, report)
+    except DvaError as err:  # something the plan reads, outside the listed checks, could not be read
+        report.add(FAIL, "plan", str(err))
     print(report.render(), flush=True)
     return report.exit_code
 

@@ -156,6 +156,7 @@ def _check_edit_specs(report: Report, cfg, edits: Sequence[str]) -> None:
 
 
 def _plan_edit(report: Report, cfg, videos: list, tasks: list[dict], skipped: int) -> None:
+    from dva.pipeline.edits import has_clip_edits
     from dva.pipeline.latents import LatentStore
     from dva.pipeline.stages import latent_key
 
@@ -178,11 +179,12 @@ def _plan_edit(report: Report, cfg, videos: list, tasks: list[dict], skipped: in
                                   "(their first edit costs N calls per frame, not 2N−1)")
     report.note("UNet calls", f"{calls:,} (per frame: first edit 2N−1 = {2 * n - 1}, each further edit N = {n}, "
                               f"encode only N−1 = {n - 1})")
-    clip = sum(1 for t in tasks for e in t["edits"] if e.startswith("clip:"))
+    clip = sum(has_clip_edits([e]) for t in tasks for e in t["edits"])
     if clip:
         c = cfg.clip_edit
         report.note("CLIP directions", f"up to {clip} optimisation(s) of {c.iterations} iterations × "
-                                       f"{len(c.frames) * c.steps} UNet forward+backward (cached ones are read instead)")
+                                       f"{len(c.frames) * c.steps} UNet forward+backward passes (a direction in "
+                                       "the cache is read instead)")
     report.note("estimated GPU time", describe_gpu_hours({n: calls}, _gflop(cfg.model), cfg.model.name))
 
 
@@ -318,7 +320,8 @@ def check_train_classifier(cfg, report: Report) -> None:
     from dva.pipeline.edits import IMAGE_SUFFIXES
 
     _device(report, cfg.device)
-    check_files_exist(report, configured_files(cfg.model, "model") + ([] if cfg.aligned else face_files(cfg.face)))
+    face = [] if cfg.aligned else face_files(cfg.face)  # aligned crops need no front end
+    check_files_exist(report, configured_files(cfg.model, "model") + face)
     check_model(report, cfg.model)
     if not cfg.aligned:
         _landmarker(report, cfg.face)

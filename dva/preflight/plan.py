@@ -42,4 +42,6 @@ def describe_gpu_hours(calls_by_steps: dict[int, int], gflop_per_forward: float,
     scaled = ("" if model == gpu_rates.MEASURED_MODEL else
               f"; scaled from {gpu_rates.MEASURED_MODEL} by GFLOP per forward ({gflop_per_forward:.3g} vs "
               f"{gpu_rates.MEASURED_GFLOP:g}): a small model fills a GPU less, so a lower bound")
-    return f"≈ {seconds / 3600:,.3g} {gpu_rates.GPU}-hours (bf16, compiled, 32-frame batches: {gpu_rates.SOURCE}{scaled})"
+    hours = seconds >= 360  # from a tenth of an hour on; shorter plans in seconds
+    amount = f"{seconds / 3600:,.1f} {gpu_rates.GPU}-hours" if hours else f"{seconds:,.3g} {gpu_rates.GPU}-seconds"
+    return f"≈ {amount} (bf16, compiled, 32-frame batches: {gpu_rates.SOURCE}{scaled})"

@@ -148,7 +148,7 @@ def test_a_passing_check_prints_the_plan(capsys, two_clips, tmp_path):
     assert plan["(video, edit) pairs"].strip() == "1 to do, 1 already done (skipped)"
     assert plan["frames"].strip().startswith(f"{frames} ")
     assert plan["UNet calls"].strip().startswith(f"{frames * (2 * steps - 1):,} ")
-    assert "H200-hours" in plan["estimated GPU time"]
+    assert "H200-seconds" in plan["estimated GPU time"]
 
 
 def test_a_checkpoint_is_checked_from_its_header(capsys, tmp_path, tiny_model, two_clips):
@@ -190,3 +190,61 @@ def test_gpu_rate_table_reproduces_the_benchmark():
     assert between <= max(gpu_rates.seconds_per_unet_call(50), gpu_rates.seconds_per_unet_call(100))
     assert gpu_rates.seconds_per_unet_call(20, gflop_per_forward=771.0 / 2) == pytest.approx(
         gpu_rates.seconds_per_unet_call(20) / 2)
+
+
+def test_the_ray_job_entrypoints_take_dry_run(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "jobs/edit.py", "--dry-run", "--config", "local_tiny",
+                           f"input={tmp_path / 'missing'}", f"output={tmp_path / 'out'}"], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == EXIT_CHECK_FAILED, done.stderr
+    assert f"input: input {tmp_path / 'missing'} does not exist" in done.stdout
+
+
+def test_remote_weights_are_checked_without_downloading(capsys, monkeypatch, tmp_path, s3_bucket, tiny_model,
+                                                        two_clips):
+    import s3fs
+
+    from dva.models.checkpoint import save_checkpoint
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("DVA_CACHE_DIR", str(cache))
+    fs = s3fs.S3FileSystem()
+    checkpoint = f"{s3_bucket}/models/tiny.safetensors"
+    fs.put_file(str(save_checkpoint(tmp_path / "tiny.safetensors", tiny_model)), checkpoint)
+    predictor = f"{s3_bucket}/weights/shape68.dat"
+    fs.pipe(predictor, b"stand-in: a remote file is only checked to exist")  # so the check must not load it
+    args = ["check", "edit", *TINY, f"input={two_clips}", f"output={tmp_path / 'out'}",
+            f"model.checkpoint={checkpoint}"]
+
+    code, out, _ = run(capsys, *args, f"face.dlib.predictor={predictor}")
+    assert code == 0, out
+    assert f"{checkpoint}: header read" in out and "fit model 'tiny'" in out
+    assert f"{predictor} exists" in out and "not loaded: remote and not in the local cache" in out
+    assert not cache.exists() or not any(p.is_file() for p in cache.rglob("*"))  # nothing was fetched
+
+    code, out, _ = run(capsys, *args, f"face.dlib.predictor={s3_bucket}/weights/gone.dat")
+    (failed,) = failures(out)
+    assert failed.startswith("face.dlib.predictor:") and f"{s3_bucket}/weights/gone.dat" in failed
+
+
+@pytest.mark.parametrize("job, args, key, named", [
+    ("train", ["--config", "tiny_cpu", "data.path={tmp}/no-data", "storage_path={tmp}/runs"], "data.path",
+     "{tmp}/no-data/shards"),
+    ("train-classifier", ["--config", "local_tiny", "aligned=true", "images={tmp}", "annotations={tmp}/anno.txt",
+                          "output={tmp}/clf/x.safetensors"], "annotations", "{tmp}/anno.txt"),
+    ("preprocess", ["--config", "local_tiny", "input={tmp}/none", "output={tmp}/data", "frontend.num_cpus=64"],
+     "input", "{tmp}/none"),
+])
+def test_every_job_names_its_own_keys(capsys, tmp_path, job, args, key, named):
+    code, out, _ = run(capsys, job, "--dry-run", *(a.format(tmp=tmp_path) for a in args))
+    assert code == EXIT_CHECK_FAILED
+    failed = failures(out)
+    assert failed[0].startswith(f"{key}:") and named.format(tmp=tmp_path) in failed[0], out
+    if job == "preprocess":
+        assert failed[1].startswith("resources:") and "needs 64 CPU, 0 GPU to start" in failed[1]
