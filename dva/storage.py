@@ -117,7 +117,8 @@ def local_path(uri: str | Path | None, *, config_key: str, sha256: str | None = 
     except (MissingWeightsError, NotFetched):
         raise
     except Exception as err:  # network, credentials, bucket: all surface as one clear error
-        raise MissingWeightsError(uri, config_key, f"cannot be fetched ({type(err).__name__}: {err})") from None
+        raise MissingWeightsError(uri, config_key, f"cannot be fetched ({type(err).__name__}: "
+                                                   f"{_redact_for(uri, err)})") from None
     if sha256 and sha256_of(tmp) != sha256.lower():
         os.unlink(tmp)
         raise MissingWeightsError(uri, config_key, f"SHA-256 differs from the configured {sha256}")
@@ -141,6 +142,14 @@ def redact(text) -> str:
     return _AWS_KEY_ID.sub("***", text)
 
 
+def _redact_for(uri, text) -> str:
+    """`redact(text)`, also removing `uri`'s user-info where a library quotes it without the scheme (botocore:
+    `Invalid bucket name "key:secret@bucket"`)."""
+    found = _USERINFO.match(str(uri))
+    userinfo = found.group(0)[len(found.group(1)):-1] if found else ""
+    return redact(str(text).replace(userinfo, "***") if userinfo else text)
+
+
 @contextlib.contextmanager
 def _reporting(uri, action: str) -> Iterator[None]:
     """Turn any failure of the block into a StorageError naming `uri` (redacted) and what to check.
@@ -156,12 +165,12 @@ def _reporting(uri, action: str) -> Iterator[None]:
     except StorageError:
         raise
     except FileNotFoundError as err:
-        detail = redact(err.strerror or err)
+        detail = _redact_for(uri, err.strerror or err)
         raise StorageError(f"cannot {action} {where}: it does not exist ({detail}); {hint}") from None
     except PermissionError:
         raise StorageError(f"cannot {action} {where}: access denied; {hint}") from None
     except Exception as err:  # botocore, aiohttp and OS errors: all surface as one clear error
-        raise StorageError(f"cannot {action} {where}: {type(err).__name__}: {redact(err)}; {hint}") from None
+        raise StorageError(f"cannot {action} {where}: {type(err).__name__}: {_redact_for(uri, err)}; {hint}") from None
 
 
 def _fs(uri) -> tuple[fsspec.AbstractFileSystem, str]:

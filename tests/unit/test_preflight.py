@@ -27,6 +27,13 @@ def failures(out: str) -> list[str]:
     return [line.strip() for line in tail[1].splitlines()[1:]] if len(tail) == 2 else []
 
 
+def checks(out: str) -> dict[str, tuple[str, str]]:
+    """{key: (status, detail)} of the check lines."""
+    section = out.split("--- checks ---\n", 1)[1].split("\n---", 1)[0]
+    rows = (line.split(maxsplit=2) for line in section.splitlines())
+    return {key: (status, detail) for status, key, detail in rows}
+
+
 @pytest.fixture
 def two_clips(tmp_path, sample_clip):
     folder = tmp_path / "in"
@@ -53,7 +60,7 @@ def test_missing_weight_files_are_all_listed_with_their_config_keys(capsys, two_
     assert failed[0].startswith("model.checkpoint:") and str(tmp_path / "gone" / "dva.safetensors") in failed[0]
     assert "`model.checkpoint`" in failed[0]
     assert failed[1].startswith("face.dlib.predictor:") and "shape68.dat" in failed[1]
-    assert "ok    input" in out and "ok    output" in out  # the other checks still ran
+    assert checks(out)["input"][0] == checks(out)["output"][0] == "ok"  # the other checks still ran
     assert not (tmp_path / "out").exists()  # the output probe leaves no folder behind
 
 
@@ -151,7 +158,7 @@ def test_a_passing_check_prints_the_plan(capsys, two_clips, tmp_path):
     assert "H200-seconds" in plan["estimated GPU time"]
 
 
-def test_a_checkpoint_is_checked_from_its_header(capsys, tmp_path, tiny_model, two_clips):
+def test_a_checkpoint_is_checked_from_its_header(capsys, tmp_path, tiny_model):
     from dva.config import load_config
     from dva.models.autoencoder import DiffusionVideoAutoencoder
     from dva.models.checkpoint import save_checkpoint
@@ -164,14 +171,18 @@ def test_a_checkpoint_is_checked_from_its_header(capsys, tmp_path, tiny_model, t
                             DiffusionVideoAutoencoder(load_config(ModelConfig, "demo64", group="model"),
                                                       identity_encoder=tiny_model.identity_encoder,
                                                       landmark_encoder=tiny_model.landmark_encoder))
-    args = ["check", "edit", *TINY, f"input={two_clips}", f"output={tmp_path / 'out'}"]
+    # The training job: it builds the same model without a face front end to load.
+    args = ["check", "train", "--config", "tiny_cpu", f"data.path={tmp_path / 'no-data'}",
+            f"storage_path={tmp_path / 'runs'}"]
     code, out, _ = run(capsys, *args, f"model.checkpoint={good}")
-    assert code == 0 and "fit model 'tiny'" in out
+    assert [f.split(":")[0] for f in failures(out)] == ["data.path"]
+    status, detail = checks(out)["model.checkpoint"]
+    assert status == "ok" and detail.startswith(f"{good}: header read") and "fit model 'tiny'" in detail
     for path, why in ((truncated, "is truncated"), (other, "does not fit model config 'tiny'")):
         code, out, _ = run(capsys, *args, f"model.checkpoint={path}")
         assert code == EXIT_CHECK_FAILED
-        (failed,) = failures(out)
-        assert failed.startswith("model.checkpoint:") and str(path) in failed and why in failed
+        failed = failures(out)
+        assert failed[0].startswith("model.checkpoint:") and str(path) in failed[0] and why in failed[0]
 
 
 def test_local_resources_that_can_never_be_placed_fail(capsys, two_clips, tmp_path):
@@ -225,7 +236,8 @@ def test_remote_weights_are_checked_without_downloading(capsys, monkeypatch, tmp
     code, out, _ = run(capsys, *args, f"face.dlib.predictor={predictor}")
     assert code == 0, out
     assert f"{checkpoint}: header read" in out and "fit model 'tiny'" in out
-    assert f"{predictor} exists" in out and "not loaded: remote and not in the local cache" in out
+    status, detail = checks(out)["face.dlib"]
+    assert status == "ok" and detail.startswith(f"{predictor} exists") and "not loaded: remote" in detail
     assert not cache.exists() or not any(p.is_file() for p in cache.rglob("*"))  # nothing was fetched
 
     code, out, _ = run(capsys, *args, f"face.dlib.predictor={s3_bucket}/weights/gone.dat")
@@ -248,3 +260,42 @@ def test_every_job_names_its_own_keys(capsys, tmp_path, job, args, key, named):
     assert failed[0].startswith(f"{key}:") and named.format(tmp=tmp_path) in failed[0], out
     if job == "preprocess":
         assert failed[1].startswith("resources:") and "needs 64 CPU, 0 GPU to start" in failed[1]
+
+
+def test_a_checkpoint_holding_the_frozen_networks_needs_no_encoder_files(capsys, tmp_path, two_clips):
+    """reference256 with a converted checkpoint: the encoders come from the checkpoint, as `load_model` takes
+    them. The file is a real safetensors header over a sparse body: only the header is ever read."""
+    import json
+
+    from dva.config import load_config
+    from dva.models.checkpoint import FORMAT
+    from dva.models.config import ModelConfig
+    from dva.models.reference.convert import meta_model
+
+    state = meta_model(load_config(ModelConfig, "reference256", group="model")).state_dict()
+    header, offset = {"__metadata__": {"format": FORMAT}}, 0
+    for name, tensor in state.items():
+        end = offset + 4 * tensor.numel()
+        header[name] = {"dtype": "F32", "shape": list(tensor.shape), "data_offsets": [offset, end]}
+        offset = end
+    text = json.dumps(header).encode()
+    path = tmp_path / "reference256.safetensors"
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little") + text)
+        f.truncate(8 + len(text) + offset)
+    code, out, _ = run(capsys, "check", "edit", *TINY, f"input={two_clips}", f"output={tmp_path / 'out'}",
+                       "model_preset=reference256", "face.align.crop_size=256", f"model.checkpoint={path}")
+    assert code == 0, out
+    assert "holds the face_parser, identity_encoder, landmark_encoder weights" in out
+    assert "model.identity_encoder" not in checks(out)  # not built from a file of its own
+
+
+def test_credentials_in_the_config_are_never_printed(capsys, s3_server, tmp_path):
+    secret = "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY"
+    code, out, err = run(capsys, "check", "train", "--config", "tiny_cpu",
+                         f"data.path=s3://AKIAIOSFODNN7EXAMPLE:{secret}@no-such-bucket-dva/data",
+                         f"storage_path={tmp_path / 'runs'}")
+    assert code == EXIT_CHECK_FAILED
+    assert "  path: s3://***@no-such-bucket-dva/data" in out  # the printed config
+    assert secret not in out + err and "AKIAIOSFODNN7EXAMPLE" not in out + err
+    assert failures(out)[0].startswith("data.path:")
