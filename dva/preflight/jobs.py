@@ -12,7 +12,7 @@ import torch
 
 from dva.preflight.checks import (Request, check_files_exist, check_loads, check_model, check_output,
                                   check_resources, configured_files, face_files)
-from dva.preflight.plan import describe_gpu_hours, frame_counts, unet_calls_per_frame
+from dva.preflight.plan import PROBE_THREADS, describe_gpu_hours, frame_counts, unet_calls_per_frame
 from dva.preflight.report import WARN, Report
 from dva.storage import is_remote, list_files, redact
 
@@ -119,12 +119,11 @@ def check_edit(cfg, report: Report) -> None:
 
 def _check_edit_specs(report: Report, cfg, edits: Sequence[str]) -> None:
     """The files the edits still to do read: CLIP weights, the classifier, direction files, identity references."""
-    from dva.editing.classifier import AttributeClassifier
     from dva.editing.clip_direction import load_clip
     from dva.editing.direction import EditDirection
     from dva.editing.edits import parse_edit
-    from dva.errors import ConfigError, StorageError
-    from dva.pipeline.edits import CLIP_WEIGHTS_KEY, check_clip_weights
+    from dva.errors import StorageError
+    from dva.pipeline.edits import CLIP_WEIGHTS_KEY, check_clip_weights, load_job_classifier
     from dva.storage import exists
 
     specs = {str(s): s for s in map(parse_edit, edits)}.values()
@@ -136,13 +135,8 @@ def _check_edit_specs(report: Report, cfg, edits: Sequence[str]) -> None:
 
         check_loads(report, CLIP_WEIGHTS_KEY, clip)
     if "classifier" in kinds:
-        def classifier() -> object:
-            if not cfg.classifier:
-                raise ConfigError("config key `classifier`: classifier edits need the attribute classifier file "
-                                  "(made by `dva train-classifier`)")
-            return AttributeClassifier.load(cfg.classifier)
+        check_loads(report, "classifier", lambda: load_job_classifier(cfg))
 
-        check_loads(report, "classifier", classifier)
     def reference(uri: str) -> str:
         if not exists(uri):
             raise StorageError(f"{uri} does not exist; point the edit at an image or video of the reference face")
@@ -166,7 +160,7 @@ def _plan_edit(report: Report, cfg, videos: list, tasks: list[dict], skipped: in
     def stored(task: dict) -> bool:
         return cfg.reuse_latents and LatentStore(cfg.output, task["video_id"]).is_complete(key)
 
-    with ThreadPoolExecutor(16) as pool:
+    with ThreadPoolExecutor(PROBE_THREADS) as pool:
         has_x_T = list(pool.map(stored, tasks))
     n = cfg.steps
     calls = sum(frames.get(t["uri"], 0) * unet_calls_per_frame(n, len(t["edits"]), x)

@@ -299,3 +299,15 @@ def test_credentials_in_the_config_are_never_printed(capsys, s3_server, tmp_path
     assert "  path: s3://***@no-such-bucket-dva/data" in out  # the printed config
     assert secret not in out + err and "AKIAIOSFODNN7EXAMPLE" not in out + err
     assert failures(out)[0].startswith("data.path:")
+
+
+def test_the_files_of_the_edits_still_to_do_are_checked(capsys, tmp_path, two_clips):
+    code, out, _ = run(capsys, "check", "edit", *TINY, f"input={two_clips}", f"output={tmp_path / 'out'}",
+                       "edit=classifier:Smiling:1.5", 'edit=clip:"face":"face with beard":0.5',
+                       f"edit=identity:{tmp_path / 'nobody.png'}")
+    assert code == EXIT_CHECK_FAILED
+    failed = failures(out)
+    assert [f.split(":")[0] for f in failed] == ["clip_edit.clip.weights", "classifier", "edits (identity"]
+    assert "config key `clip_edit.clip.weights`" in failed[0] and "config key `classifier`" in failed[1]
+    assert str(tmp_path / "nobody.png") in failed[2]
+    assert "CLIP directions" in out  # the plan counts the optimisations
