@@ -93,6 +93,7 @@ def load_encode(config: str, overrides: Sequence[str]):
 
 def check_edit(cfg, report: Report) -> None:
     from dva.pipeline.edit_job import pending_tasks
+    from dva.pipeline.edits import parse_job_edits
 
     check_files_exist(report, configured_files(cfg.model, "model") + face_files(cfg.face))
     check_model(report, cfg.model)  # stage B loads all of it, stage A all but the UNet
@@ -106,7 +107,7 @@ def check_edit(cfg, report: Report) -> None:
     skipped: list[int] = []
 
     def read_done() -> str:
-        found, done = pending_tasks(cfg.output, videos or [], cfg.edits)
+        found, done = pending_tasks(cfg.output, videos or [], parse_job_edits(cfg.edits))
         tasks.extend(found)
         skipped.append(done)
         return f"{done} (video, edit) pair(s) already done under {cfg.output}"
