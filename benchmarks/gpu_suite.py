@@ -44,7 +44,7 @@ from dva.config import load_config
 from dva.diffusion import ddim_generate, ddim_invert
 from dva.models.autoencoder import DiffusionVideoAutoencoder
 from dva.models.config import ModelConfig
-from unet_throughput import count_gflops  # benchmarks/ is on sys.path when this runs as a script
+from dva.models.unet import count_gflops
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,6 +13,7 @@ one StorageError that names the location (credentials removed) and what to check
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import os
 import posixpath
@@ -62,8 +63,30 @@ def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+class NotFetched(Exception):
+    """Raised by `local_path` inside `no_remote_fetch()` for a remote file that exists but is not in the cache."""
+
+    def __init__(self, uri: str, config_key: str, size: int | None):
+        self.uri, self.config_key, self.size = uri, config_key, size
+        super().__init__(f"{redact(uri)} (config key `{config_key}`) exists but is not fetched")
+
+
+_FETCH_ALLOWED = contextvars.ContextVar("dva_fetch_allowed", default=True)
+
+
+@contextlib.contextmanager
+def no_remote_fetch() -> Iterator[None]:
+    """Within the block `local_path` downloads nothing: a remote file that is not cached raises NotFetched (after
+    its existence is checked), so loaders can be tried for free (`dva check`)."""
+    token = _FETCH_ALLOWED.set(False)
+    try:
+        yield
+    finally:
+        _FETCH_ALLOWED.reset(token)
+
+
 def local_path(uri: str | Path | None, *, config_key: str, sha256: str | None = None) -> Path:
-    """Return a local file for `uri`, downloading a remote object once into the cache.
+    """Return a local file for `uri`, downloading a remote object once into the cache (see `no_remote_fetch`).
 
     Raises MissingWeightsError naming `uri` and `config_key` when the file is absent, unreachable or fails its checksum.
     """
@@ -81,18 +104,21 @@ def local_path(uri: str | Path | None, *, config_key: str, sha256: str | None = 
     target = cache_dir() / "weights" / key / Path(uri.rstrip("/")).name
     if target.is_file() and (not sha256 or sha256_of(target) == sha256.lower()):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     try:
         fs, remote = fsspec.core.url_to_fs(uri)
         if not fs.exists(remote):
             raise MissingWeightsError(uri, config_key)
+        if not _FETCH_ALLOWED.get():
+            raise NotFetched(uri, config_key, fs.size(remote))
+        target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".partial-")
         os.close(fd)
         fs.get_file(remote, tmp)
-    except MissingWeightsError:
+    except (MissingWeightsError, NotFetched):
         raise
     except Exception as err:  # network, credentials, bucket: all surface as one clear error
-        raise MissingWeightsError(uri, config_key, f"cannot be fetched ({type(err).__name__}: {err})") from None
+        raise MissingWeightsError(uri, config_key, f"cannot be fetched ({type(err).__name__}: "
+                                                   f"{_redact_for(uri, err)})") from None
     if sha256 and sha256_of(tmp) != sha256.lower():
         os.unlink(tmp)
         raise MissingWeightsError(uri, config_key, f"SHA-256 differs from the configured {sha256}")
@@ -116,6 +142,14 @@ def redact(text) -> str:
     return _AWS_KEY_ID.sub("***", text)
 
 
+def _redact_for(uri, text) -> str:
+    """`redact(text)`, also removing `uri`'s user-info where a library quotes it without the scheme (botocore:
+    `Invalid bucket name "key:secret@bucket"`)."""
+    found = _USERINFO.match(str(uri))
+    userinfo = found.group(0)[len(found.group(1)):-1] if found else ""
+    return redact(str(text).replace(userinfo, "***") if userinfo else text)
+
+
 @contextlib.contextmanager
 def _reporting(uri, action: str) -> Iterator[None]:
     """Turn any failure of the block into a StorageError naming `uri` (redacted) and what to check.
@@ -131,12 +165,12 @@ def _reporting(uri, action: str) -> Iterator[None]:
     except StorageError:
         raise
     except FileNotFoundError as err:
-        detail = redact(err.strerror or err)
+        detail = _redact_for(uri, err.strerror or err)
         raise StorageError(f"cannot {action} {where}: it does not exist ({detail}); {hint}") from None
     except PermissionError:
         raise StorageError(f"cannot {action} {where}: access denied; {hint}") from None
     except Exception as err:  # botocore, aiohttp and OS errors: all surface as one clear error
-        raise StorageError(f"cannot {action} {where}: {type(err).__name__}: {redact(err)}; {hint}") from None
+        raise StorageError(f"cannot {action} {where}: {type(err).__name__}: {_redact_for(uri, err)}; {hint}") from None
 
 
 def _fs(uri) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -178,6 +212,13 @@ def exists(uri: str | Path) -> bool:
     with _reporting(uri, "check"):
         fs.invalidate_cache(path)  # other workers may have written since this process last listed
         return fs.exists(path)
+
+
+def size(uri: str | Path) -> int:
+    """Bytes of the file or object at `uri` (StorageError when it is absent or unreachable)."""
+    fs, path = _fs(uri)
+    with _reporting(uri, "check"):
+        return int(fs.size(path))
 
 
 def list_files(prefix: str | Path, suffixes: Iterable[str] | None = None) -> list[str]:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dva.errors import ConfigError
-from dva.models.config import UNetConfig
+from dva.models.config import ModelConfig, UNetConfig
 
 
 class GroupNorm32(nn.GroupNorm):
@@ -201,3 +201,16 @@ class UNet(nn.Module):
             return self.out(h.float())
         with torch.autocast(device_type=h.device.type, enabled=False):
             return self.out(h.float())
+
+
+def count_gflops(cfg: ModelConfig) -> tuple[int, float]:
+    """Parameters and GFLOPs (2 per multiply-add) of one single-image forward, on the meta device: no memory used."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        unet = UNet(cfg.unet)
+        s = cfg.unet.image_size
+        counter = FlopCounterMode(display=False)
+        with counter:
+            unet(torch.empty(1, 3, s, s), torch.tensor([500]), torch.empty(1, cfg.z_face_dim))
+    return sum(p.numel() for p in unet.parameters()), counter.get_total_flops() / 1e9

@@ -31,6 +31,7 @@ from dva.pipeline.manifest import ResultRow, completed, edit_id, write_result, w
 from dva.storage import join, redact, remove_prefix, sweep_partials
 
 log = logging.getLogger("dva.edit")
+ENCODE_OVERRIDES = ("edits=[]", "store_latents=true")  # `dva encode` is `dva edit` with these
 
 
 @dataclass
@@ -74,6 +75,19 @@ def _finalize_pair(cfg: EditJobConfig, uri: str, key: str, video_id: str, edit: 
             "output": row.output}
 
 
+def pending_tasks(output: str, videos: Sequence[VideoInput], job_edits: Sequence[str]) -> tuple[list[dict], int]:
+    """The videos with edits still to do under `output` (each with those edits; none: encode only) and the number
+    of (video, edit) pairs already done there, which a rerun skips."""
+    done = completed(output)
+    tasks, skipped = [], 0
+    for v in videos:
+        todo = [e for e in _edits_for(v, job_edits) if (v.video_id, edit_id(e)) not in done]
+        skipped += len(_edits_for(v, job_edits)) - len(todo)
+        if todo or (not job_edits and (v.video_id, edit_id("")) not in done):
+            tasks.append({"uri": v.uri, "key": v.key, "video_id": v.video_id, "edits": todo})
+    return tasks, skipped
+
+
 def run_edit_job(cfg: EditJobConfig) -> JobSummary:
     """Run the job over every input not yet done; return counts (also written to the manifest)."""
     started = time.time()
@@ -84,14 +98,8 @@ def run_edit_job(cfg: EditJobConfig) -> JobSummary:
         if swept:
             log.info("removed %d unfinished temporary file(s) older than %.0f s under %s", swept,
                      cfg.sweep_partials_after_s, redact(cfg.output))
-    done = completed(cfg.output)
-    summary = JobSummary()
-    tasks = []
-    for v in videos:
-        todo = [e for e in _edits_for(v, job_edits) if (v.video_id, edit_id(e)) not in done]
-        summary.skipped += len(_edits_for(v, job_edits)) - len(todo)
-        if todo or (not job_edits and (v.video_id, edit_id("")) not in done):
-            tasks.append({"uri": v.uri, "key": v.key, "video_id": v.video_id, "edits": todo})
+    tasks, skipped = pending_tasks(cfg.output, videos, job_edits)
+    summary = JobSummary(skipped=skipped)
     log.info("%d videos, %d to process, %d (video, edit) pairs already done", len(videos), len(tasks),
              summary.skipped)
     clip_edits = has_clip_edits([e for t in tasks for e in t["edits"]])
@@ -273,7 +281,7 @@ def main(argv: Optional[list[str]] = None, encode_only: bool = False) -> int:
                         "edit=SPEC (repeatable) adds an edit spec, e.g. edit=classifier:Smiling:1.5")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[dva] %(message)s")
-    overrides = [*args.overrides, "edits=[]", "store_latents=true"] if encode_only else args.overrides
+    overrides = [*args.overrides, *ENCODE_OVERRIDES] if encode_only else args.overrides
     try:
         cfg = job_config_from_arguments(args.config, overrides)
         summary = run_edit_job(cfg)

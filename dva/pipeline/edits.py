@@ -77,6 +77,14 @@ def check_clip_weights(cfg) -> None:
         raise MissingWeightsError(redact(weights), CLIP_WEIGHTS_KEY)
 
 
+def load_job_classifier(cfg) -> AttributeClassifier:
+    """The attribute classifier file of a job with classifier edits (`classifier` key)."""
+    if not cfg.classifier:
+        raise ConfigError("config key `classifier`: classifier edits need the attribute classifier file "
+                          "(made by `dva train-classifier`)")
+    return AttributeClassifier.load(cfg.classifier)
+
+
 def direction_record_uri(output: str, video_id: str, edit: str) -> str:
     """Where stage A notes which direction file a clip edit used, beside stage B's chunks of that (video, edit)."""
     return join(output, ".work", video_id, parse_edit(edit).edit_id, "direction.json")
@@ -187,10 +195,7 @@ class EditResolver:
 
     def classifier(self) -> AttributeClassifier:
         if self._classifier is None:
-            if not self.cfg.classifier:
-                raise ConfigError("config key `classifier`: classifier edits need the attribute classifier file "
-                                  "(made by `dva train-classifier`)")
-            self._classifier = AttributeClassifier.load(self.cfg.classifier)
+            self._classifier = load_job_classifier(self.cfg)
         return self._classifier
 
     def clip_loss(self) -> ClipDirectionalLoss:
