@@ -24,12 +24,30 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 @dataclass
 class StageConfig:
-    """Resources of one Ray stage. `actors` is the actor-pool size (autoscaling from `min_actors` when set)."""
+    """Resources of one Ray stage. `actors` is the actor-pool size (autoscaling from `min_actors` when set).
+
+    `resources` are Ray custom resources each actor (or task) holds besides CPUs and GPUs, e.g. `{accel: 1}`: only
+    nodes that declare them run the stage, so an autoscaler starts nodes of a type that has them.
+    """
 
     actors: int = 1
     min_actors: Optional[int] = None
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    resources: dict[str, float] = field(default_factory=dict)
+
+    def validate(self, key: str) -> None:
+        if self.actors < 1 or (self.min_actors is not None and not 1 <= self.min_actors <= self.actors):
+            raise ConfigError(f"config key `{key}.actors`: need 1 <= min_actors <= actors")
+        for name, amount in self.resources.items():
+            if name in ("CPU", "GPU", "memory", "object_store_memory") or amount <= 0:
+                raise ConfigError(
+                    f"config key `{key}.resources.{name}`: a custom resource name with a positive amount; set CPUs "
+                    f"and GPUs with `{key}.num_cpus` / `{key}.num_gpus`")
+
+    def ray_options(self) -> dict:
+        """The stage's resource request as Ray's `ray.remote` / `map_batches` keyword arguments."""
+        return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "resources": dict(self.resources)}
 
 
 @dataclass
@@ -100,8 +118,7 @@ class EditJobConfig:
         if not self.edits and not self.store_latents:
             raise ConfigError("config key `edits`: with no edits (encode only) `store_latents` must be true")
         for key, stage in (("frontend", self.frontend), ("generate", self.generate), ("writer", self.writer)):
-            if stage.actors < 1 or (stage.min_actors is not None and not 1 <= stage.min_actors <= stage.actors):
-                raise ConfigError(f"config key `{key}.actors`: need 1 <= min_actors <= actors")
+            stage.validate(key)
         self.clip_edit.validate("clip_edit.")
 
 

@@ -144,7 +144,7 @@ def _run_clip_edits_beside_inversion(cfg: EditJobConfig, tasks: list[dict], summ
     ray = init_ray(cfg.ray_address, cfg.progress)
     from dva.pipeline.stages import optimise_video_clip_edits
 
-    optimise = ray.remote(num_cpus=cfg.frontend.num_cpus, num_gpus=cfg.frontend.num_gpus)(optimise_video_clip_edits)
+    optimise = ray.remote(**cfg.frontend.ray_options())(optimise_video_clip_edits)
     by_id = {t["video_id"]: t for t in tasks}
     clip = {vid: [e for e in t["edits"] if has_clip_edits([e])] for vid, t in by_id.items()}
     refs = {}
@@ -186,15 +186,13 @@ def _run(cfg: EditJobConfig, tasks: list[dict], summary: JobSummary, clip_edits:
     from dva.pipeline.stages import GenerateStage, PrepareStage
 
     # Ray Data restarts a lost stage actor and retries its batch by itself; stage C tasks retry `writer.retries` times.
-    finalize = ray.remote(num_cpus=cfg.writer.num_cpus, max_retries=cfg.writer.retries)(_finalize_pair)
+    finalize = ray.remote(**cfg.writer.ray_options(), max_retries=cfg.writer.retries)(_finalize_pair)
     ds = ray.data.from_items(tasks, override_num_blocks=len(tasks))
     ds = ds.map_batches(PrepareStage, fn_constructor_kwargs={"cfg": cfg, "clip_edits": clip_edits},
-                        batch_size=1, compute=actor_pool(cfg.frontend), num_cpus=cfg.frontend.num_cpus,
-                        num_gpus=cfg.frontend.num_gpus)
+                        batch_size=1, compute=actor_pool(cfg.frontend), **cfg.frontend.ray_options())
     ds = ds.map_batches(GenerateStage, fn_constructor_kwargs={"cfg": cfg},
                         batch_size=max(1, cfg.generate.batch_frames // cfg.chunk_frames),
-                        compute=actor_pool(cfg.generate), num_cpus=cfg.generate.num_cpus,
-                        num_gpus=cfg.generate.num_gpus)
+                        compute=actor_pool(cfg.generate), **cfg.generate.ray_options())
 
     by_id = {t["video_id"]: t for t in tasks}
     started = {vid: time.time() for vid in by_id}

@@ -50,9 +50,7 @@ class PreprocessJobConfig:
             raise ConfigError(
                 f"config key `face.align.crop_size`: {self.face.align.crop_size} must equal the model's "
                 f"`model.unet.image_size` ({self.model.unet.image_size}): crops are stored at the training size")
-        if self.frontend.actors < 1 or (self.frontend.min_actors is not None
-                                        and not 1 <= self.frontend.min_actors <= self.frontend.actors):
-            raise ConfigError("config key `frontend.actors`: need 1 <= min_actors <= actors")
+        self.frontend.validate("frontend")
 
 
 @dataclass

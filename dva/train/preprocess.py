@@ -138,8 +138,7 @@ def run_preprocess(cfg: PreprocessJobConfig) -> JobSummary:
         ray = init_ray(cfg.ray_address, cfg.progress)
         ds = ray.data.from_items(tasks, override_num_blocks=len(tasks))
         ds = ds.map_batches(PreprocessStage, fn_constructor_kwargs={"cfg": cfg}, batch_size=1,
-                            compute=actor_pool(cfg.frontend), num_cpus=cfg.frontend.num_cpus,
-                            num_gpus=cfg.frontend.num_gpus)
+                            compute=actor_pool(cfg.frontend), **cfg.frontend.ray_options())
         for r in ds.iter_rows():
             if r["status"] == "ok":
                 summary.ok += 1

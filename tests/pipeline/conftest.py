@@ -14,6 +14,10 @@ from dva.models.checkpoint import save_checkpoint
 from dva.models.config import ModelConfig
 from dva.samples import load_photo, make_sample_clip
 
+# Ray on loopback (ENV-NOTES). Set before any test module imports ray, which reads it once: a driver connecting to a
+# 127.0.0.1 address would otherwise be sent to this machine's outward address, where no test cluster listens.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 
 @pytest.fixture(scope="module")
 def ray_local():

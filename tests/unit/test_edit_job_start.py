@@ -1,4 +1,5 @@
-"""What the edit job does before Ray starts: sweeping the temporaries that killed writers left in the output."""
+"""What the edit job does before Ray starts: sweeping the temporaries that killed writers left in the output, and
+checking the stages' resource requests."""
 
 from __future__ import annotations
 
@@ -51,3 +52,14 @@ def test_sweeping_can_be_turned_off_and_a_negative_age_is_refused(job, tmp_path)
     assert old.exists()
     with pytest.raises(ConfigError, match="sweep_partials_after_s"):
         make("sweep_partials_after_s=-1")
+
+
+def test_stage_custom_resources_are_checked_and_requested(job):
+    make, _ = job
+    cfg = make("generate.resources={accel: 1}", "writer.resources={fast_disk: 0.5}")
+    assert cfg.generate.ray_options() == {"num_cpus": 1.0, "num_gpus": 0.0, "resources": {"accel": 1.0}}
+    assert cfg.writer.ray_options()["resources"] == {"fast_disk": 0.5} and cfg.frontend.ray_options()["resources"] == {}
+    for bad, key in (("generate.resources={GPU: 1}", "generate.resources.GPU"),
+                     ("frontend.resources={accel: 0}", "frontend.resources.accel")):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            make(bad)

@@ -1,0 +1,258 @@
+"""Autoscaling and node loss, rehearsed on one machine with simulated Ray nodes (each a raylet of its own).
+
+- The edit job submitted with `ray job submit` to a head that runs no work and an autoscaler with a CPU node type and
+  an accelerator-like one (a custom resource `accel` stands in for a GPU; the tiny model runs on the CPU), both
+  scaling from 0: Ray's fake multi-node provider, the one `ray.cluster_utils.AutoscalingCluster` drives.
+  `AutoscalingCluster.start()` itself is not used: it runs `ray stop --force` (every Ray process on the machine) and
+  reads an example YAML that the wheel does not ship, so the head is started here with the same provider.
+- Node loss during the edit job and during training, with `ray.cluster_utils.Cluster`: the node holding a stage's
+  actor (or a training worker) is removed mid-run and a replacement node added, as an autoscaler would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import re
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import s3fs
+
+from edit_job_args import job_overrides
+from dva.pipeline.config import EditJobConfig, load_job_config
+from dva.pipeline.edit_job import run_edit_job
+from dva.pipeline.manifest import read_manifest
+from dva.samples import make_sample_clip
+from dva.storage import list_files
+from dva.train.ray_train import run_training
+from ray_head import job_env, ray_head, submit
+from s3 import free_port
+from test_train_job import build_dataset, snapshots, train_cfg
+
+pytestmark = pytest.mark.slow
+
+CLIPS = {"a.mp4": ("astronaut", 5), "b.mp4": ("grace_hopper", 4)}  # name: (person, frames)
+IDLE_MINUTES = 0.2  # the autoscaler removes a worker node idle this long
+
+
+def make_clips(folder: Path) -> Path:
+    for i, (name, (person, frames)) in enumerate(CLIPS.items()):
+        make_sample_clip(folder / name, person, frames=frames, seed=i)
+    return folder
+
+
+def autoscaling_config(gcs_address: str) -> dict:
+    """The fake provider's cluster config: a head with no CPUs, a CPU node type and an `accel` node type, 0-1 each."""
+    worker = {"node_config": {}, "min_workers": 0, "max_workers": 1}
+    return {
+        "cluster_name": "dva-rehearsal", "max_workers": 2, "upscaling_speed": 1.0,
+        "idle_timeout_minutes": IDLE_MINUTES,
+        "provider": {"type": "fake_multinode", "gcs_address": gcs_address, "use_node_id_as_ip": True,
+                     "disable_node_updaters": True, "disable_launch_config_check": True},
+        "head_node_type": "ray.head.default",
+        "available_node_types": {
+            "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
+            "cpu": {**worker, "resources": {"CPU": 1}},
+            "accel": {**worker, "resources": {"CPU": 1, "accel": 1}},
+        },
+        "auth": {}, "docker": {}, "file_mounts": {}, "cluster_synced_files": [],
+        "file_mounts_sync_continuously": False, "rsync_exclude": [], "rsync_filter": [],
+        "initialization_commands": [], "setup_commands": [], "head_setup_commands": [], "worker_setup_commands": [],
+        "head_start_ray_commands": [], "worker_start_ray_commands": [],
+    }
+
+
+def autoscaler_events(temp_dir: Path) -> list[str]:
+    """The autoscaler's event lines ("Adding 1 node(s) of type accel.", "Removing 1 nodes of type cpu (idle).")."""
+    text = "".join(p.read_text() for p in temp_dir.glob("session_*/logs/monitor.log"))
+    return re.findall(r":event_summary:(.*)", text)
+
+
+def alive_worker_nodes(dashboard_url: str) -> int:
+    from ray.util.state import list_nodes
+
+    return sum(n.state == "ALIVE" and not n.is_head_node for n in list_nodes(address=dashboard_url))
+
+
+def test_autoscaled_job_launches_both_node_types_and_they_go_idle(s3_server, tiny_checkpoint, tmp_path):
+    started = time.time()
+    port = free_port()
+    config = tmp_path / "autoscaling.json"
+    config.write_text(json.dumps(autoscaling_config(f"127.0.0.1:{port}")))
+    bucket = s3_server.make_bucket()
+    fs = s3fs.S3FileSystem()
+    fs.put(str(make_clips(tmp_path / "clips")) + "/", f"{bucket}/in/", recursive=True)
+    fs.put_file(tiny_checkpoint, f"{bucket}/models/tiny.safetensors")
+    env = {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
+    with ray_head(["--num-cpus=0", f"--autoscaling-config={config}"], env, port=port) as (url, _, temp_dir):
+        assert alive_worker_nodes(url) == 0
+        done = submit(url, job_env(tmp_path), "python", "jobs/edit.py", "--config", "local_tiny",
+                      *job_overrides(f"{bucket}/in", f"{bucket}/out", f"{bucket}/models/tiny.safetensors",
+                                     "generate.resources={accel: 1}"), timeout=1500)
+        assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+        assert f"[dva] {len(CLIPS)} ok, 0 failed" in done.stdout
+        job_s = time.time() - started
+        deadline = time.time() + 300
+        while alive_worker_nodes(url) and time.time() < deadline:
+            time.sleep(2)
+        events = autoscaler_events(temp_dir)
+        assert alive_worker_nodes(url) == 0, events  # every worker node removed once idle
+    for kind in ("cpu", "accel"):
+        assert any(re.match(rf"Adding \d+ node\(s\) of type {kind}\.", e) for e in events), events
+        assert any(re.match(rf"Removing \d+ nodes of type {kind} \(idle\)", e) for e in events), events
+    rows = read_manifest(f"{bucket}/out").to_pylist()
+    assert sorted(r["video"].rsplit("/", 1)[-1] for r in rows) == sorted(CLIPS)
+    assert {r["status"] for r in rows} == {"ok"}
+    print(f"[multinode] autoscaling: job {job_s:.0f} s, idle scale-down {time.time() - started - job_s:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def cluster(s3_server):  # S3 settings first: the nodes' workers inherit them
+    """A head with no CPUs (the driver's node) and one node per edit stage: `front` (stage A and stage C's CPUs)
+    and `accel` (stage B); yields the Cluster and its worker nodes by kind."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    temp_dir = tempfile.mkdtemp(prefix="raymn-", dir="/tmp")  # short: socket paths must fit 107 bytes
+    head = dict(num_cpus=0, node_ip_address="127.0.0.1", gcs_server_port=free_port(), include_dashboard=False,
+                temp_dir=temp_dir, dashboard_agent_listen_port=free_port(), metrics_export_port=free_port(),
+                runtime_env_agent_port=free_port(), ray_client_server_port=free_port())
+    cluster = Cluster(initialize_head=True, head_node_args=head)
+    nodes = {kind: add_node(cluster, kind) for kind in ("front", "accel")}
+    ray.init(address=cluster.address, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    try:
+        yield cluster, nodes
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+NODE_KINDS = {"front": {"CPU": 1, "front": 1}, "accel": {"CPU": 1, "accel": 1}, "trainer": {"CPU": 1, "trainer": 1}}
+STAGE_RESOURCES = ("frontend.resources={front: 1}", "generate.resources={accel: 1}")
+
+
+def add_node(cluster, kind: str):
+    resources = dict(NODE_KINDS[kind])
+    return cluster.add_node(num_cpus=resources.pop("CPU"), resources=resources, node_ip_address="127.0.0.1",
+                            object_store_memory=200 * 1024 * 1024)
+
+
+def edit_config(clips: Path, out: Path, checkpoint: str, address: str):
+    overrides = job_overrides(str(clips), str(out), checkpoint, *STAGE_RESOURCES, "generate.batch_frames=3",
+                              f"ray_address={address}")
+    return load_job_config(EditJobConfig, "local_tiny", overrides)
+
+
+def outputs(out: Path) -> dict[str, bytes]:
+    """The bytes of every ok output, by input file name; asserts one manifest row per input and nothing partial."""
+    rows = read_manifest(str(out)).to_pylist()
+    assert sorted(r["video"].rsplit("/", 1)[-1] for r in rows) == sorted(CLIPS), rows  # one row each
+    assert {r["status"] for r in rows} == {"ok"}, rows
+    assert not [u for u in list_files(str(out)) if "/.work/" in u or ".partial" in u]
+    return {r["video"].rsplit("/", 1)[-1]: Path(r["output"]).read_bytes() for r in rows}
+
+
+@pytest.fixture(scope="module")
+def clean_run(cluster, tiny_checkpoint, tmp_path_factory):
+    c, _ = cluster
+    root = tmp_path_factory.mktemp("clean")
+    clips = make_clips(root / "clips")
+    summary = run_edit_job(edit_config(clips, root / "out", tiny_checkpoint, c.address))
+    assert summary.ok == len(CLIPS) and summary.failed == 0
+    return clips, outputs(root / "out")
+
+
+def stage_b_has_output(out: Path) -> bool:
+    return any((out / ".work").rglob("*.npy")) if (out / ".work").exists() else False
+
+
+def stage_a_running(out: Path) -> bool:
+    """A stage-A actor process exists and no chunk has reached stage B yet: the first video is in stage A."""
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return "PrepareStage" in ps and not stage_b_has_output(out)
+
+
+@pytest.mark.parametrize("kind, running", [("accel", stage_b_has_output), ("front", stage_a_running)],
+                         ids=["stage-B-node", "stage-A-node"])
+def test_a_lost_node_loses_nothing(cluster, clean_run, tiny_checkpoint, tmp_path, kind, running):
+    c, nodes = cluster
+    clips, reference = clean_run
+    out = tmp_path / "out"
+    lost = []
+
+    def lose_node_once():
+        """Remove the only node of `kind` while its stage works, then add a fresh one (as an autoscaler would)."""
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            if running(out):
+                rows_before = len(read_manifest(str(out))) if (out / "manifest").exists() else 0
+                c.remove_node(nodes[kind], allow_graceful=False)
+                lost.append((time.time(), rows_before))
+                nodes[kind] = add_node(c, kind)
+                return
+            time.sleep(0.05)
+
+    started = time.time()
+    killer = threading.Thread(target=lose_node_once, daemon=True)
+    killer.start()
+    summary = run_edit_job(edit_config(clips, out, tiny_checkpoint, c.address))
+    killer.join(timeout=60)
+    assert lost, f"the {kind} node was never removed while its stage ran"
+    assert lost[0][1] < len(CLIPS)  # the job was still working when the node went
+    assert summary.ok == len(CLIPS) and summary.failed == 0, summary.failures  # each (video, edit) counted once
+    assert outputs(out) == reference  # byte-identical to the clean run's
+    print(f"[multinode] lost {kind} node after {lost[0][0] - started:.0f} s; job {time.time() - started:.0f} s")
+
+
+def test_training_resumes_on_a_new_node_with_every_step_once(cluster, s3_server, tmp_path):
+    """Two Ray Train workers on two nodes (gloo); one node is removed after the first checkpoint and a fresh one
+    added: the run restarts its workers from the last checkpoint in S3 and ends with every step done once."""
+    c, _ = cluster
+    steps = 40
+    bucket = s3_server.make_bucket()
+    runs = f"{bucket}/runs"
+    cfg = train_cfg(f"{bucket}/data", runs, "lost-node", steps, "scaling.resources_per_worker={CPU: 1, trainer: 1}",
+                    f"ray_address={c.address}")
+    build_dataset(cfg.data.path, cfg)
+    trainers = [add_node(c, "trainer"), add_node(c, "trainer")]
+    fs = s3fs.S3FileSystem()
+    lost = []
+
+    def lose_node_after_first_checkpoint():
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            fs.invalidate_cache()
+            if fs.glob(f"{runs}/lost-node/checkpoint_*"):
+                c.remove_node(trainers[1], allow_graceful=False)
+                lost.append(time.time())
+                trainers[1] = add_node(c, "trainer")
+                return
+            time.sleep(0.1)
+
+    started = time.time()
+    killer = threading.Thread(target=lose_node_after_first_checkpoint, daemon=True)
+    killer.start()
+    try:
+        result = run_training(cfg)
+        killer.join(timeout=60)
+    finally:
+        for node in trainers:
+            c.remove_node(node)
+    assert lost, "no checkpoint was seen, so no node was removed"
+    assert result.error is None
+    snaps = snapshots(result)
+    assert snaps[-1][0] == steps
+    log_steps = [entry["step"] for _, _, meta in snaps for entry in meta["log"]]
+    assert log_steps == list(range(1, steps + 1)), log_steps  # the final weights' lineage: no step lost or repeated
+    resumed = [meta["resumed"] for _, _, meta in snaps if meta["resumed"]]
+    assert resumed and resumed[0]["step"] % cfg.checkpoint_every == 0  # restarted from a checkpoint, not step 0
+    print(f"[multinode] training: node lost after {lost[0] - started:.0f} s, resumed at step {resumed[0]['step']}, "
+          f"run {time.time() - started:.0f} s")
