@@ -42,6 +42,7 @@ from torch import nn
 
 from dva.config import load_config
 from dva.diffusion import ddim_generate, ddim_invert
+from dva.diffusion.inversion import InversionConfig
 from dva.models.autoencoder import DiffusionVideoAutoencoder
 from dva.models.config import ModelConfig
 from unet_throughput import count_gflops  # benchmarks/ is on sys.path when this runs as a script
@@ -284,7 +285,7 @@ def stage_b_rows(table: Table, model, device, path: FastPath, batch: int, steps:
         with tempfile.TemporaryDirectory() as out:
             def run():
                 return generate_chunks(model, rows, output=out, steps=steps, batch_frames=batch, store_latents=True,
-                                       device=device, autocast_dtype=path.dtype, memory_format=path.memory_format)
+                                       inversion=InversionConfig(), device=device, autocast_dtype=path.dtype, memory_format=path.memory_format)
             seconds = median_seconds(run, device, repeats=1, warmup=1)
     finally:
         model.unet = unet

@@ -47,7 +47,7 @@ class InversionConfig:
     """How x0 is inverted to x_T. `iterations` only matters for `fixed_point` (UNet calls per step)."""
 
     method: str = "ddim"
-    iterations: int = 3
+    iterations: int = 2
 
     def validate(self, prefix: str = "inversion.") -> None:
         if self.method not in INVERSION_METHODS:
@@ -57,7 +57,7 @@ class InversionConfig:
 
     @property
     def label(self) -> str:
-        """A short name for tables and stored-latent keys: `ddim` or `fixed_point×3`."""
+        """A short name for tables and stored-latent keys: `ddim` or `fixed_point×2`."""
         return self.method if self.method == "ddim" else f"{self.method}×{self.iterations}"
 
     def inversion_calls(self, steps: int) -> int:
@@ -73,7 +73,7 @@ def _step_ratio(sched: DDIMScheduler, index: int, device: torch.device) -> torch
 
 @torch.no_grad()
 def fixed_point_invert(model: EpsModel, x0: torch.Tensor, cond: torch.Tensor, steps: int | DDIMScheduler, *,
-                       iterations: int = 3, autocast_dtype: Optional[torch.dtype] = None,
+                       iterations: int = 2, autocast_dtype: Optional[torch.dtype] = None,
                        callback: Optional[StepCallback] = None) -> torch.Tensor:
     """x_T such that DDIM generation returns x0 (to the fixed point's convergence), in N·`iterations` UNet calls."""
     sched = _as_scheduler(steps)

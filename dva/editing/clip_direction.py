@@ -33,7 +33,8 @@ import torch
 from torch import nn
 
 from dva.config import load_config, to_yaml
-from dva.diffusion.ddim import DDIMScheduler, ddim_generate, ddim_invert
+from dva.diffusion.ddim import DDIMScheduler, ddim_generate
+from dva.diffusion.inversion import InversionConfig, invert
 from dva.editing.artifact import digest, identity_encoder_id, l2norm
 from dva.editing.direction import FORMAT as DIRECTION_FORMAT
 from dva.editing.direction import EditDirection
@@ -76,6 +77,7 @@ class ClipEditConfig:
     ])
     frames: list[int] = field(default_factory=lambda: [0])  # which crops give z_start and the states
     steps: int = 5  # the DDIM schedule the states live on: 5 → t ∈ {0, 200, 400, 600, 800}
+    inversion: InversionConfig = field(default_factory=InversionConfig)  # how the chosen crops are inverted
     iterations: int = 2000
     lr: float = 0.002
     loss_weights: LossWeights = field(default_factory=LossWeights)
@@ -89,6 +91,7 @@ class ClipEditConfig:
 
         if self.steps < 2:
             raise bad("steps", f"{self.steps} must be at least 2")
+        self.inversion.validate(f"{key_prefix}inversion.")
         if self.iterations < 1:
             raise bad("iterations", f"{self.iterations} must be at least 1")
         if not self.lr > 0:
@@ -317,7 +320,7 @@ def _optimise_eval(model, crops, mask, source, target, cfg, clip, on_iteration):
     z0 = l2norm(z_start)
     with torch.no_grad():
         cond = model.face_code(z0, z_lnd)
-    states = [ddim_invert(model, crops, cond, sched, autocast_dtype=amp)]
+    states = [invert(cfg.inversion, model, crops, cond, sched, autocast_dtype=amp)]
     ddim_generate(model, states[0], cond, sched, autocast_dtype=amp,
                   callback=lambda i, t, x, x0: states.append(x))
     # Row f·S + j holds frame f's j-th state (spaced index S−1−j) and, as reference, the state one step later.

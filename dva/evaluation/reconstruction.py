@@ -18,7 +18,8 @@ from typing import Callable, Optional, Sequence
 import pyarrow as pa
 import torch
 
-from dva.diffusion import ddim_generate, ddim_invert
+from dva.diffusion import ddim_generate
+from dva.diffusion.inversion import InversionConfig, invert
 from dva.errors import DvaError
 from dva.face.config import FaceConfig
 from dva.face.crop_video import align_video
@@ -98,6 +99,7 @@ def evaluate_video(
     steps: Sequence[int],
     *,
     lpips: LpipsScorer,
+    inversion: InversionConfig,
     batch_frames: int = 16,
     max_frames: int = 0,
     device: torch.device = torch.device("cpu"),
@@ -125,7 +127,7 @@ def evaluate_video(
             cond = model.face_code(z_id[None], torch.from_numpy(z_lnd[start:start + len(chunk)]).to(device))
         for n in steps:
             began = time.perf_counter()
-            x_T = ddim_invert(model, x0, cond, n, autocast_dtype=autocast_dtype)
+            x_T = invert(inversion, model, x0, cond, n, autocast_dtype=autocast_dtype)
             out = ddim_generate(model, x_T, cond, n, autocast_dtype=autocast_dtype)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -138,7 +140,7 @@ def evaluate_video(
         means = mean_scores(per_steps[n])
         rows.append({"video": video.uri, "video_id": video.video_id, "steps": n, "status": "ok", "frames": start,
                      **{k: means.get(k) for k in METRICS}, "ms_ssim_scales": ms_ssim_scales(track.crop_size),
-                     "lpips_skipped": lpips.skipped, "unet_calls": (2 * n - 1) * start, "seconds": seconds[n]})
+                     "lpips_skipped": lpips.skipped, "unet_calls": (inversion.inversion_calls(n) + n) * start, "seconds": seconds[n]})
     return rows
 
 

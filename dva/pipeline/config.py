@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 from omegaconf import OmegaConf
 
 from dva.config import merge_config, resolve_config_path
+from dva.diffusion.inversion import InversionConfig
 from dva.editing.clip_direction import ClipEditConfig
 from dva.errors import ConfigError
 from dva.face.config import FaceConfig
@@ -62,6 +63,9 @@ class EditJobConfig:
     clip_edit_preset: str = "clip"
     clip_edit: ClipEditConfig = field(default_factory=ClipEditConfig)
     steps: int = 100  # DDIM steps N: inversion costs N-1 UNet calls per frame, each edit N more
+    # How x0 → x_T is solved (dva.diffusion.inversion): `ddim`, or `fixed_point` (N·iterations calls, exact at
+    # convergence, so a smaller N reconstructs as well as a large one). Stored latents are keyed by it.
+    inversion: InversionConfig = field(default_factory=InversionConfig)
     precision: str = "auto"  # auto = bf16 autocast on GPU, fp32 on CPU
     chunk_frames: int = 16  # frames that travel between stages together (one video's consecutive frames)
     store_latents: bool = True  # keep x_T, z and the face track under <output>/latents/ for later edits
@@ -91,6 +95,7 @@ class EditJobConfig:
             raise ConfigError("config key `sweep_partials_after_s`: an age in seconds (≥ 0), or null for never")
         if self.steps < 2:
             raise ConfigError(f"config key `steps`: {self.steps} is too few (at least 2 DDIM steps)")
+        self.inversion.validate("inversion.")
         if self.chunk_frames < 1 or self.generate.batch_frames < 1:
             raise ConfigError("config keys `chunk_frames` and `generate.batch_frames` must be at least 1")
         if self.face.align.crop_size != self.model.unet.image_size:

@@ -14,7 +14,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from dva.diffusion import ddim_generate, ddim_invert
+from dva.diffusion import ddim_generate
+from dva.diffusion.inversion import InversionConfig, invert as invert_x0
 from dva.models.autoencoder import DiffusionVideoAutoencoder
 from dva.pipeline.latents import LatentStore
 from dva.pipeline.manifest import edit_id
@@ -60,20 +61,23 @@ def _in_batches(fn, x: torch.Tensor, cond: torch.Tensor, batch: int, memory_form
 def generate_chunks(model: DiffusionVideoAutoencoder, rows: list[dict], *, output: str, steps: int,
                     batch_frames: int, store_latents: bool, device: torch.device,
                     autocast_dtype: Optional[torch.dtype],
+                    inversion: InversionConfig,
                     memory_format: torch.memory_format = torch.contiguous_format) -> list[dict]:
-    """Process stage-A rows; return one small row per (chunk, edit) saying what was written (or the error)."""
+    """Process stage-A rows; return one small row per (chunk, edit) saying what was written (or the error).
+    Chunks without a stored x_T are inverted by `inversion`; every edit is an N-step DDIM generation."""
     results = [_result(r, "") for r in rows if r["error"]]
     rows = [r for r in rows if not r["error"]]
     if not rows:
         return results
 
     def invert(x, c):
-        return ddim_invert(model, x, c, steps, autocast_dtype=autocast_dtype)
+        return invert_x0(inversion, model, x, c, steps, autocast_dtype=autocast_dtype)
 
     def generate(x, c):
         return ddim_generate(model, x, c, steps, autocast_dtype=autocast_dtype)
 
     sizes = [len(r["z_lnd"]) for r in rows]
+    inverse_calls = inversion.inversion_calls(steps)
 
     def cond(i: int, z_id: np.ndarray) -> torch.Tensor:
         # Per chunk, so each frame's z_face is computed with the same shapes whatever batch the chunk came in; and
@@ -99,7 +103,7 @@ def generate_chunks(model: DiffusionVideoAutoencoder, rows: list[dict], *, outpu
     edits = [json.loads(r["edits"]) for r in rows]
     for i, r in enumerate(rows):
         if not edits[i]:  # encode-only: the chunk is done once its x_T is stored
-            results.append(_result(r, "", sizes[i], 0 if r["has_x_T"] else (steps - 1) * sizes[i]))
+            results.append(_result(r, "", sizes[i], 0 if r["has_x_T"] else inverse_calls * sizes[i]))
     for k in range(max(len(e) for e in edits)):
         members = [i for i, e in enumerate(edits) if len(e) > k]
         c = torch.cat([cond(i, rows[i]["z_edits"][k]) for i in members])
@@ -109,6 +113,6 @@ def generate_chunks(model: DiffusionVideoAutoencoder, rows: list[dict], *, outpu
             buf = io.BytesIO()
             np.save(buf, tensor_to_crops(part), allow_pickle=False)
             write_bytes_atomic(work_uri(output, r["video_id"], edits[i][k], r["chunk"]), buf.getvalue())
-            calls = steps if r["has_x_T"] or k > 0 else 2 * steps - 1
+            calls = steps if r["has_x_T"] or k > 0 else inverse_calls + steps
             results.append(_result(r, edits[i][k], sizes[i], calls * sizes[i]))
     return results

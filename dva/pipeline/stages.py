@@ -28,8 +28,11 @@ from dva.pipeline.runtime import limit_threads, stage_device
 
 
 def model_fingerprint(cfg: EditJobConfig) -> str:
-    """What stored latents depend on besides N: the model config (checkpoint URI included) and the face config."""
+    """What stored latents depend on besides N: the model config (checkpoint URI included), the face config and a
+    non-DDIM inversion method with its settings (`ddim` adds nothing, so latents stored before it existed stay valid)."""
     text = to_yaml(cfg.model) + to_yaml(cfg.face.align) + to_yaml(cfg.face.track)
+    if cfg.inversion.method != "ddim":
+        text += to_yaml(cfg.inversion)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -98,7 +101,7 @@ class GenerateStage:
         limit_threads(self.cfg.generate.num_cpus)
         rows = [{k: batch[k][i] for k in batch} for i in range(len(batch["uri"]))]
         results = generate_chunks(self.model, rows, output=self.cfg.output, steps=self.cfg.steps,
-                                  batch_frames=self.cfg.generate.batch_frames,
+                                  inversion=self.cfg.inversion, batch_frames=self.cfg.generate.batch_frames,
                                   store_latents=self.cfg.store_latents, device=self.device,
                                   autocast_dtype=self.dtype, memory_format=self.memory_format)
         return {k: np.array([r[k] for r in results]) for k in results[0]} if results else {}

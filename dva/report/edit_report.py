@@ -76,7 +76,8 @@ def _reconstruction_section(summary: Optional[dict]) -> str:
                 "model.checkpoint=…</code> adds our numbers.")
     else:
         for steps, means in sorted(summary["by_steps"].items(), key=lambda item: int(item[0])):
-            rows.append(["ours", steps, html.number(means["ssim"]), html.number(means["ms_ssim"]),
+            rows.append([html.esc(f"ours ({summary.get('inversion', 'ddim')} inversion)"), steps,
+                         html.number(means["ssim"]), html.number(means["ms_ssim"]),
                          html.number(means["lpips"]), html.number(means["mse"], ".4f"),
                          html.number(means["psnr"], ".2f"), str(means["frames"])])
             classes.append("ours")

@@ -87,3 +87,37 @@ def test_bad_settings_name_their_key(cfg, key):
 def test_labels_tell_methods_and_settings_apart():
     assert InversionConfig().label == "ddim"
     assert InversionConfig("fixed_point", 3).label != InversionConfig("fixed_point", 2).label
+
+
+def _job(*overrides):
+    from dva.pipeline.config import EditJobConfig, load_job_config
+
+    return load_job_config(EditJobConfig, "local_tiny", ["input=/in", "output=/out", *overrides])
+
+
+def test_edit_job_reads_and_validates_the_inversion_setting():
+    cfg = _job("inversion.method=fixed_point", "inversion.iterations=2")
+    assert (cfg.inversion.method, cfg.inversion.iterations) == ("fixed_point", 2)
+    with pytest.raises(ConfigError, match=r"inversion\.method"):
+        _job("inversion.method=edict")
+    with pytest.raises(ConfigError, match=r"clip_edit\.inversion\.iterations"):
+        _job("clip_edit.inversion.iterations=0")
+
+
+def test_stored_latents_are_keyed_by_the_inversion_method_and_its_settings():
+    from dva.pipeline.stages import latent_key
+
+    keys = {latent_key(_job(*o)) for o in ([], ["inversion.method=fixed_point", "inversion.iterations=2"],
+                                           ["inversion.method=fixed_point", "inversion.iterations=3"])}
+    assert len(keys) == 3
+    # `ddim` leaves the key as it was before methods existed, so earlier stored latents stay valid
+    assert latent_key(_job()) == latent_key(_job("inversion.iterations=7"))
+
+
+def test_eval_reads_and_validates_the_inversion_setting(tmp_path):
+    from dva.evaluation.config import load_eval_config
+
+    cfg = load_eval_config("local_tiny", [f"input={tmp_path}", f"output={tmp_path}", "inversion.method=fixed_point"])
+    assert cfg.inversion.label == "fixed_point×2"
+    with pytest.raises(ConfigError, match=r"inversion\.method"):
+        load_eval_config("local_tiny", [f"input={tmp_path}", f"output={tmp_path}", "inversion.method=exact"])
