@@ -29,6 +29,7 @@ from dva.metrics.image import MS_SSIM_WEIGHTS, WINDOW
 from dva.models.autoencoder import DiffusionVideoAutoencoder
 from dva.pipeline.inputs import VideoInput
 from dva.pipeline.prepare import VideoTask, encode_codes
+from dva.pipeline.runtime import on_device
 from dva.crops import crops_to_tensor
 from dva.video import iter_frames
 from dva.video.decode import stack_chunks
@@ -107,11 +108,8 @@ def evaluate_video(
     """One row per N (columns of `SCHEMA`) for one video; raises DvaError when its face cannot be tracked."""
     track = align_video(video.uri, landmarker, face)
     task = VideoTask(video.uri, video.key, video.video_id, [])
-    def on_device(encode):
-        return lambda images: encode(images.to(device))
-
-    z_id, z_lnd = encode_codes(task, track, on_device(model.encode_identity), on_device(model.encode_landmarks),
-                               batch_frames)
+    z_id, z_lnd = encode_codes(task, track, on_device(model.encode_identity, device),
+                               on_device(model.encode_landmarks, device), batch_frames)
     z_id = torch.from_numpy(z_id.mean(axis=0)).to(device)
     crops = iter_crops(iter_frames(video.uri), track.quads, track.crop_size)
     if max_frames:
