@@ -99,10 +99,10 @@ def test_identity_transfer_changes_the_face_only(first_run):
     assert np.mean(outside) < 1.5, outside
 
 
-def single_process_edit(cfg, uri: str, target: Path, edit_z=lambda z_mean: z_mean) -> dict:
+def single_process_edits(cfg, uri: str, folder: Path, edits: dict) -> dict:
     """`uri` edited in one process with the pipeline's own functions: track, crops, z codes, the mean z_id, DDIM
-    inversion and generation with z_id = edit_z(mean z_id), pasted back into the source frames and encoded to
-    `target` as stage C does. Returns the encoded video's frames and the intermediate values."""
+    inversion, then per edit generation with z_id = edits[name](mean z_id), pasted back into the source frames and
+    encoded as stage C does (to `folder`/<i>.mp4). Returns {name: the encoded frames} and the mean z_id and x_T."""
     model = load_model(cfg.model)
     track = align_video(uri, build_landmarker(cfg.face), cfg.face)
     crops = np.stack(list(iter_crops(iter_frames(uri), track.quads, track.crop_size)))
@@ -111,15 +111,20 @@ def single_process_edit(cfg, uri: str, target: Path, edit_z=lambda z_mean: z_mea
         z_mean = model.encode_identity(x0).mean(0)
         z_lnd = model.encode_landmarks(x0)
         x_T = ddim_invert(model, x0, model.face_code(z_mean[None], z_lnd), cfg.steps)
-        edited = tensor_to_crops(ddim_generate(model, x_T, model.face_code(edit_z(z_mean)[None], z_lnd), cfg.steps))
-    with VideoWriter(target, probe(uri).fps) as writer:
-        for i, frame in enumerate(iter_frames(uri)):
-            if track.status[i] == FrameStatus.HELD:
-                writer.write(frame)
-                continue
-            mask = face_mask(edited[i], track.crop_points(i), cfg.face.mask)
-            writer.write(paste_face(frame, edited[i], track.quads[i], mask, cfg.face.mask))
-    return {"frames": frames_of(target), "z_mean": z_mean, "x_T": x_T}
+    result = {"z_mean": z_mean, "x_T": x_T}
+    for i, (name, edit_z) in enumerate(edits.items()):
+        with torch.no_grad():
+            cond = model.face_code(edit_z(z_mean)[None], z_lnd)
+            edited = tensor_to_crops(ddim_generate(model, x_T, cond, cfg.steps))
+        with VideoWriter(folder / f"{i}.mp4", probe(uri).fps) as writer:
+            for index, frame in enumerate(iter_frames(uri)):
+                if track.status[index] == FrameStatus.HELD:
+                    writer.write(frame)
+                    continue
+                mask = face_mask(edited[index], track.crop_points(index), cfg.face.mask)
+                writer.write(paste_face(frame, edited[index], track.quads[index], mask, cfg.face.mask))
+        result[name] = frames_of(folder / f"{i}.mp4")
+    return result
 
 
 def output_of(out: str, uri: str, edit: str) -> str:
@@ -132,7 +137,7 @@ def test_mean_z_id_and_pixels_match_a_single_process_run(first_run, clip_folder,
     equal those of a plain loop over the video with its mean z_id, up to the H.264 encode."""
     cfg, _, out = first_run
     uri = f"{clip_folder}/astronaut.mp4"
-    single = single_process_edit(cfg, uri, tmp_path / "single.mp4")
+    single = single_process_edits(cfg, uri, tmp_path, {"reconstruct": lambda z_mean: z_mean})
     vid = next(r["video_id"] for r in read_manifest(out).to_pylist() if r["video"] == uri)
     codes = np.load(f"{out}/latents/{vid}/codes.npz")
     assert np.allclose(codes["z_id_frames"].mean(0), single["z_mean"].numpy(), atol=1e-6)
@@ -143,7 +148,7 @@ def test_mean_z_id_and_pixels_match_a_single_process_run(first_run, clip_folder,
     # Both went through H.264 (34 dB from the uncompressed frames on this noisy random-model output), and inputs
     # that differ by float rounding are encoded a little differently: measured 40.4 dB, against 25.5 dB for what
     # another z_id gives.
-    close, far = psnr(reconstruction, single["frames"]), psnr(swapped, single["frames"])
+    close, far = psnr(reconstruction, single["reconstruct"]), psnr(swapped, single["reconstruct"])
     assert close > 37 and far < 30, (close, far)
 
 
@@ -285,9 +290,10 @@ def test_classifier_and_direction_edits_run_through_the_job(first_run, clip_fold
     _, summary = run(uri, out, tiny_checkpoint, f"edits=[{','.join(edits)}]", f"classifier={classifier}")
     assert (summary.ok, summary.failed) == (2, 0) and summary.unet_calls == cfg.steps * 2 * summary.frames
     reconstruction = frames_of(output_of(out, uri, "reconstruct"))
-    for spec, artefact in edits.items():
-        single = single_process_edit(cfg, uri, tmp_path / "single.mp4",
-                                     lambda z: edited_identity(parse_edit(spec), z, encoder_id=encoder_id, **artefact))
+    single = single_process_edits(cfg, uri, tmp_path, {
+        spec: lambda z, spec=spec: edited_identity(parse_edit(spec), z, encoder_id=encoder_id, **edits[spec])
+        for spec in edits})
+    for spec in edits:
         edited = frames_of(output_of(out, uri, spec))
-        close, far = psnr(edited, single["frames"]), psnr(edited, reconstruction)
+        close, far = psnr(edited, single[spec]), psnr(edited, reconstruction)
         assert close > 37 and far < 30, (spec, close, far)  # the single-process edit, not the reconstruction
