@@ -99,7 +99,8 @@ def openai_archive(state: dict, path) -> str:
     from torch import nn
 
     state = {**{k: v.half() if v.is_floating_point() else v for k, v in state.items()},
-             "input_resolution": torch.tensor(32), "context_length": torch.tensor(32), "vocab_size": torch.tensor(49408)}
+             "input_resolution": torch.tensor(32), "context_length": torch.tensor(32),
+             "vocab_size": torch.tensor(49408)}
     root = nn.Module()
     for key, value in state.items():
         *parents, leaf = key.split(".")
