@@ -137,14 +137,21 @@ def _record_failure(cfg: EditJobConfig, summary: JobSummary, uri: str, video_id:
         _record(cfg, summary, {"video": row.video, "edit": row.edit, "status": "failed", "error": row.error})
 
 
+def clip_task(ray, cfg: EditJobConfig):
+    """The Ray task that optimises a video's clip directions, asking for `clip_edit.resources`."""
+    from dva.pipeline import stages
+
+    res = cfg.clip_edit.resources
+    return ray.remote(num_cpus=res.num_cpus, num_gpus=res.num_gpus, resources=dict(res.custom))(
+        stages.optimise_video_clip_edits)
+
+
 def _run_clip_edits_beside_inversion(cfg: EditJobConfig, tasks: list[dict], summary: JobSummary) -> None:
     """Clip edits in two passes (see `dva.pipeline.edits`): pass 1 runs every other edit and inverts every video,
     starting each video's direction optimisation as a Ray task once stage B has its first chunk; pass 2 decodes
     the clip edits from the stored x_T with the directions from the cache."""
     ray = init_ray(cfg.ray_address, cfg.progress)
-    from dva.pipeline.stages import optimise_video_clip_edits
-
-    optimise = ray.remote(num_cpus=cfg.frontend.num_cpus, num_gpus=cfg.frontend.num_gpus)(optimise_video_clip_edits)
+    optimise = clip_task(ray, cfg)
     by_id = {t["video_id"]: t for t in tasks}
     clip = {vid: [e for e in t["edits"] if has_clip_edits([e])] for vid, t in by_id.items()}
     refs = {}

@@ -7,7 +7,7 @@ The edit, encode and preprocessing jobs, the training driver, `dva eval` and `dv
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -50,6 +50,12 @@ def configured_device(setting: str) -> torch.device:
 
 def stage_device(num_gpus: float) -> torch.device:
     return torch.device("cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu")
+
+
+def on_device(encode: Callable[[torch.Tensor], torch.Tensor], device: torch.device
+              ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`encode` fed on `device`: crops are made on the CPU, the model may sit on a GPU."""
+    return lambda images: encode(images.to(device))
 
 
 def limit_threads(num_cpus: float) -> None:

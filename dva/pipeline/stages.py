@@ -112,11 +112,11 @@ def optimise_video_clip_edits(cfg: EditJobConfig, task: VideoTask) -> dict[str, 
     stored for it; {edit: {"uri", "cached"}}. Runs as a Ray task beside the pipeline, so the optimisation overlaps
     stage B's inversion of the same video. The model (UNet included) and CLIP stay loaded in the worker process for
     the next video of the same job."""
-    limit_threads(cfg.frontend.num_cpus)
+    limit_threads(cfg.clip_edit.resources.num_cpus)
     key = to_yaml(cfg)  # the whole job: the resolver writes under its output and uses its clip_edit settings
     if key not in _CLIP_RESOLVERS:
         _CLIP_RESOLVERS.clear()
-        model = load_model(cfg.model, stage_device(cfg.frontend.num_gpus))
+        model = load_model(cfg.model, stage_device(cfg.clip_edit.resources.num_gpus))
         _CLIP_RESOLVERS[key] = EditResolver(model, cfg, build_landmarker(cfg.face))
     resolver = _CLIP_RESOLVERS[key]
     track = LatentStore(cfg.output, task.video_id).load_track()

@@ -32,3 +32,11 @@ def random_tiny_unet(tiny_config) -> UNet:
         for p in unet.parameters():
             p.copy_(torch.randn_like(p) / max(1, p[0].numel()) ** 0.5)
     return unet
+
+
+@pytest.fixture(scope="session")
+def official_vectors():
+    """The official reference test vectors' folder: skips without them, fails without them in CI (`CI=true`)."""
+    from reference_vectors import require_vectors
+
+    return require_vectors()
