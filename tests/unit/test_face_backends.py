@@ -63,8 +63,7 @@ def test_fan_loads_configured_files_without_downloading(tmp_path, monkeypatch):
     """Random FAN weights and all-zero S3FD weights under made-up names: both must be the ones loaded."""
     import torch
     import torch.hub
-    from face_alignment.detection.sfd.net_s3fd import s3fd
-    from face_alignment.models import FAN
+    from standin_weights import write_fan, write_s3fd
 
     def no_download(*args, **kwargs):
         raise AssertionError(f"tried to download {args[:1]}")
@@ -73,10 +72,8 @@ def test_fan_loads_configured_files_without_downloading(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
     monkeypatch.setattr("face_alignment.utils.download_url_to_file", no_download)
     monkeypatch.setattr("face_alignment.detection.sfd.sfd_detector.load_state_dict_from_url", no_download)
-    torch.manual_seed(0)
-    fan_state = {k: v.half() for k, v in FAN(4).state_dict().items()}
-    torch.save(fan_state, tmp_path / "my_fan.bin")
-    torch.save({k: torch.zeros_like(v).half() for k, v in s3fd().state_dict().items()}, tmp_path / "my_s3fd.bin")
+    fan_state = torch.load(write_fan(tmp_path / "my_fan.bin"), weights_only=True)
+    write_s3fd(tmp_path / "my_s3fd.bin")
     hub_before = torch.hub.get_dir()
     landmarker = build_landmarker(load_face_config(
         "fan", [f"fan.weights={tmp_path}/my_fan.bin", f"fan.detector_weights={tmp_path}/my_s3fd.bin"]))
