@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from dva.errors import NoFaceError
 from dva.face.config import TrackConfig
-from dva.face.landmarker import DetectedFace, FaceLandmarker
+from dva.face.detection import DetectedFace, FaceLandmarker
 
 
 class FrameStatus(IntEnum):

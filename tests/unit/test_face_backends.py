@@ -10,7 +10,7 @@ import pytest
 
 from dva.errors import MissingWeightsError
 from dva.face import build_landmarker, load_face_config
-from dva.face.backends.dlib_hog import packaged_model
+from dva.dlib_models import packaged_model
 from dva.samples import PORTRAITS, load_photo
 
 

@@ -18,9 +18,9 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
-from dva.face.backends.dlib_hog import packaged_model
+from dva.dlib_models import import_dlib, packaged_model
 from dva.face.config import FanConfig
-from dva.face.landmarker import DetectedFace
+from dva.face.detection import DetectedFace
 from dva.storage import local_path
 
 # torch.hub's folder is process-wide: builds that swap it must not overlap.
@@ -56,6 +56,7 @@ class FanLandmarker:
         if cfg.detector == "sfd":
             detector_file = local_path(cfg.detector_weights, config_key="fan.detector_weights")
         else:  # dlib: HOG on CPU; on CUDA face-alignment wants the MMOD CNN file, which face_recognition_models has
+            import_dlib("fan.detector", "detector 'dlib'")  # face-alignment's dlib detector imports it
             detector_file = packaged_model("mmod_human_face_detector.dat", "fan.detector_weights")
         self._model = _build_offline(weights, cfg, {"path_to_detector": str(detector_file)})
 
