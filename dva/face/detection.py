@@ -38,3 +38,8 @@ class FaceLandmarker(Protocol):
     def detect(self, frame: np.ndarray) -> list[DetectedFace]:
         """Every face in an RGB uint8 frame [H, W, 3], in no particular order."""
         ...
+
+    def landmarks(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """The 68 (x, y) points of the face in `box` (x0, y0, x1, y1 as this back end's detector draws boxes),
+        without running the detector: how `dva.face.track` follows a face between detections."""
+        ...

@@ -64,3 +64,6 @@ class DlibLandmarker:
             box = np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], dtype=np.float64) / scale
             faces.append(DetectedFace(box=box, points=self._points(frame, box), score=float(score)))
         return faces
+
+    def landmarks(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray:
+        return self._points(frame, box)

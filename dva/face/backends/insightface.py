@@ -76,3 +76,6 @@ class InsightfaceLandmarker:
             DetectedFace(box=row[:4].astype(np.float64), points=self._points(frame, bgr, row[:4]), score=float(row[4]))
             for row in boxes
         ]
+
+    def landmarks(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray:
+        return self._points(frame, np.ascontiguousarray(frame[..., ::-1]), box)
