@@ -15,6 +15,7 @@ from dva.errors import ConfigError
 BACKENDS = ("dlib", "fan", "insightface")
 TRACK_POLICIES = ("nearest", "largest")
 PASTE_MODES = ("feather", "square")
+DEVICES = ("cpu", "cuda")
 
 
 @dataclass
@@ -95,12 +96,26 @@ class FaceConfig:
     chunk_len: int = 32  # frames per chunk handed between stages
     crop_crf: int = 12  # x264 quality of stored crop videos (0 = lossless luma)
 
+    @property
+    def device_key(self) -> str | None:
+        """The config key of the back end's device (None: dlib, CPU only)."""
+        return None if self.backend == "dlib" else f"{self.backend}.device"
+
+    def check_device(self, num_gpus: float, prefix: str = "face.") -> None:
+        """ConfigError when the back end is configured on the GPU but its stage (`num_gpus`) reserves none."""
+        key = self.device_key
+        if key is not None and getattr(self, self.backend).device == "cuda" and num_gpus <= 0:
+            raise ConfigError(f"config key `{prefix}{key}`: cuda needs a GPU share for the front end; set "
+                              f"`frontend.num_gpus` (e.g. 0.0625) or `{prefix}{key}=cpu`")
+
     def validate(self) -> None:
         for key, value, allowed in (
             ("backend", self.backend, BACKENDS),
             ("track.policy", self.track.policy, TRACK_POLICIES),
             ("mask.paste_mode", self.mask.paste_mode, PASTE_MODES),
             ("fan.detector", self.fan.detector, ("sfd", "dlib")),
+            ("fan.device", self.fan.device, DEVICES),
+            ("insightface.device", self.insightface.device, DEVICES),
         ):
             if value not in allowed:
                 raise ConfigError(f"config key `{key}`: {value!r} is not one of {', '.join(allowed)}")

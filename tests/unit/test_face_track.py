@@ -143,3 +143,20 @@ def test_tracking_keys_are_validated(override, key):
 
     with pytest.raises(ConfigError, match=f"`{key}`"):
         load_face_config("dlib", [override])
+
+
+def test_a_front_end_on_cuda_needs_a_gpu_share_for_its_stage():
+    from dva.errors import ConfigError
+    from dva.pipeline.config import EditJobConfig, load_job_config
+    from dva.train.config import PreprocessJobConfig
+
+    base = ["input=s3://b/in/", "output=s3://b/out/"]
+    edit = load_job_config(EditJobConfig, "cluster_gpu", base)
+    assert edit.face.track.detect_every > 1 and edit.face.fan.device == "cuda" and edit.frontend.num_gpus > 0
+    with pytest.raises(ConfigError, match=r"`face\.fan\.device`.*frontend\.num_gpus"):
+        load_job_config(EditJobConfig, "cluster_gpu", [*base, "frontend.num_gpus=0"])
+    assert load_job_config(EditJobConfig, "cluster_gpu", [*base, "frontend.num_gpus=0", "face.fan.device=cpu"])
+    with pytest.raises(ConfigError, match=r"`face\.fan\.device`.*frontend\.num_gpus"):
+        load_job_config(PreprocessJobConfig, "cluster", [*base, "face.fan.device=cuda"], group="preprocess")
+    with pytest.raises(ConfigError, match=r"`fan\.device`"):
+        load_face_config("fan", ["fan.device=gpu"])
