@@ -10,7 +10,7 @@ import pytest
 
 from dva.errors import MissingWeightsError
 from dva.face import build_landmarker, load_face_config
-from dva.face.backends.dlib_hog import packaged_model
+from dva.dlib_models import packaged_model
 from dva.samples import PORTRAITS, load_photo
 
 
@@ -147,3 +147,23 @@ def test_insightface_glue_with_stand_in_models(tmp_path, monkeypatch):
                                       f"insightface.landmark_weights={tmp_path}/lmk106.onnx"])
     with pytest.raises(MissingWeightsError, match="is not a 68-point landmark model"):
         build_landmarker(wrong)
+
+
+def test_fan_detects_on_a_shrunk_copy_and_reports_full_resolution(tmp_path):
+    from dva import standins
+
+    cfg = load_face_config("fan", [f"fan.weights={standins.write_fan(tmp_path / 'fan.pth')}",
+                                   f"fan.detector_weights={standins.write_s3fd(tmp_path / 's3fd.pth')}",
+                                   "fan.detect_max_side=320"])
+    landmarker = build_landmarker(cfg)
+    seen = []
+
+    def detect_from_image(image):
+        seen.append(image.shape)
+        return [np.array([40.0, 30, 100, 90, 0.9])]
+
+    landmarker._model.face_detector.detect_from_image = detect_from_image
+    faces = landmarker.detect(np.zeros((360, 640, 3), np.uint8))
+    assert seen == [(180, 320, 3)]
+    np.testing.assert_allclose(faces[0].box, [80, 60, 200, 180])
+    assert faces[0].score == pytest.approx(0.9) and faces[0].points.shape == (68, 2)
