@@ -1,9 +1,10 @@
 """Stand-in weight files in the formats the real ones are released in, with seeded random or constructed values.
 
 Tests that build the paper's presets need every configured file to exist and load; these writers make files that the
-project's loaders, and the libraries behind them, read exactly as they would read the released ones. The two
-detectors are constructed rather than random, so that a rehearsal can find a face where the test put one:
-`write_s3fd_box` and `write_scrfd_onnx` each report one box, chosen by the test, on any image.
+project's loaders, and the libraries behind them, read exactly as they would read the released ones. Random
+networks of the real architectures are in `dva.standins`; the detectors and landmarks here are constructed instead,
+so that a rehearsal finds a face where the test put one: `write_s3fd_box` and `write_scrfd_box_onnx` each report one
+box, chosen by the test, on any image, and `write_meanface68_onnx` puts a mean face into any box.
 
 `StandIns` reads a resolved config (any job's, a model's or a face front end's), writes the file for every weight
 key its kinds and back ends name, and returns the `key=path` overrides that point the config at them.
@@ -19,21 +20,14 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from dva.standins import write_fan
+
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels of the detector's input
 
 
-def write_fan(path: Path, seed: int = 0) -> Path:
-    """face-alignment's 2DFAN4-11f355bf06.pth.tar: a plain state dict of `face_alignment.models.FAN(4)`, fp16."""
-    from face_alignment.models import FAN
-
-    torch.manual_seed(seed)
-    torch.save({k: v.half() for k, v in FAN(4).state_dict().items()}, path)
-    return path
-
-
-def write_s3fd(path: Path) -> Path:
-    """face-alignment's s3fd-619a316812.pth: a plain state dict of its `s3fd` net. All zeros: every anchor scores
-    0.5, below face-alignment's 0.5 threshold, so this detector finds no face."""
+def write_s3fd_blind(path: Path) -> Path:
+    """face-alignment's s3fd-619a316812.pth layout, all zeros: every anchor scores 0.5, below face-alignment's 0.5
+    threshold, so this detector finds no face (and costs no landmark pass)."""
     from face_alignment.detection.sfd.net_s3fd import s3fd
 
     torch.save({k: torch.zeros_like(v).half() for k, v in s3fd().state_dict().items()}, path)
@@ -82,7 +76,7 @@ def _write_onnx(path: Path, nodes: list, inputs: list, outputs: list, initialize
 ARCFACE_POOL = 16  # 112 / 16 = 7: the stand-in ArcFace pools to 3×7×7 and projects to 512
 
 
-def write_arcface_onnx(path: Path, batch: int | str = "N", size: int = 112) -> np.ndarray:
+def write_tiny_arcface_onnx(path: Path, batch: int | str = "N", size: int = 112) -> np.ndarray:
     """An insightface-routable recognition ONNX, N×3×size×size → N×512 (average-pool, flatten, linear).
     Returns its weight matrix, so a test can compute what it must output."""
     from onnx import TensorProto, helper, numpy_helper
@@ -130,7 +124,7 @@ SCRFD_STRIDES = (8, 16, 32)
 SCRFD_ANCHORS = 2
 
 
-def write_scrfd_onnx(path: Path, box: Box, size: int = 640) -> Path:
+def write_scrfd_box_onnx(path: Path, box: Box, size: int = 640) -> Path:
     """An SCRFD-layout detector (det_10g's nine outputs: scores, boxes, 5 key points at strides 8/16/32, two
     anchors per cell; fixed size×size input) that reports exactly `box`, given in pixels of its letterboxed input.
 
@@ -165,7 +159,7 @@ LANDMARK_INPUT = 192  # insightface routes a 192×192 input to its Landmark clas
 LANDMARK_OUTPUT = 3309  # 1k3d68's output width: insightface reads it as 68 3-D points (the last 68 of 1103)
 
 
-def write_landmark68_onnx(path: Path) -> Path:
+def write_meanface68_onnx(path: Path) -> Path:
     """A 1k3d68-layout landmark model (1×3×192×192 → 1×3309) that puts insightface's own 68-point mean face
     (`meanshape_68.pkl`) into whatever box it is given: the jaw spans 90 % of the box width."""
     from insightface.data import get_object
@@ -221,7 +215,7 @@ def write_open_clip(path: Path, name: str) -> Path:
 
 # Encoder kind → (released file name, writer). Kinds missing here need no file (random, dlib's packaged models).
 ENCODER_FILES: dict[str, tuple[str, Callable[[Path], object]]] = {
-    "insightface_arcface": ("w600k_r50.onnx", write_arcface_onnx),
+    "insightface_arcface": ("w600k_r50.onnx", write_tiny_arcface_onnx),
     "fan_landmarks": ("2DFAN4-11f355bf06.pth.tar", write_fan),
     "reference_arcface": ("model_ir_se50.pth", write_irse50),
     "reference_landmarks": ("mobilenet_224_model_best_gdconv_external.pth.tar", write_mobilenet_gdconv),
@@ -238,6 +232,7 @@ class StandIns:
 
     def __init__(self, folder: Path, face_box: Optional[Box] = None, frame_hw: tuple[int, int] = (480, 640)):
         self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
         self.face_box = face_box
         self.frame_hw = frame_hw
 
@@ -266,14 +261,14 @@ class StandIns:
             box = scrfd_input_box(self.face_box, self.frame_hw, size) if self.face_box else (
                 size * 0.35, size * 0.3, size * 0.65, size * 0.7)
             name = f"scrfd_{size}_{'_'.join(str(round(v)) for v in box)}.onnx"
-            detector = self.file(name, lambda p: write_scrfd_onnx(p, box, size))
+            detector = self.file(name, lambda p: write_scrfd_box_onnx(p, box, size))
             return [f"{prefix}insightface.detector_weights={detector}",
-                    f"{prefix}insightface.landmark_weights={self.file('1k3d68.onnx', write_landmark68_onnx)}"]
+                    f"{prefix}insightface.landmark_weights={self.file('1k3d68.onnx', write_meanface68_onnx)}"]
         return []
 
     def _s3fd(self) -> str:
         if self.face_box is None:
-            return self.file("s3fd-619a316812.pth", write_s3fd)
+            return self.file("s3fd-619a316812.pth", write_s3fd_blind)
         name = f"s3fd_{'_'.join(str(round(v)) for v in self.face_box)}.pth"
         return self.file(name, lambda p: write_s3fd_box(p, self.face_box))
 

@@ -81,13 +81,14 @@ def rehearsal(s3_server, tmp_path_factory):
     env.pop("RAY_ADDRESS", None)
 
     standins = StandIns(work / "weights", face_box=_face_box(), frame_hw=FRAME_HW)
+    edit = load_job_config(EditJobConfig, "cluster_gpu", ["input=x", "output=y"])
+    preprocess = load_preprocess_config("cluster", ["input=x", "output=y"])
+    train = load_train_config("dva256_8gpu", ["data.path=x", "storage_path=y"])
     overrides = []
-    for cfg in (load_job_config(EditJobConfig, "cluster_gpu", ["input=x", "output=y"]),
-                load_preprocess_config("cluster", ["input=x", "output=y"]),
-                load_train_config("dva256_8gpu", ["data.path=x", "storage_path=y"])):
-        for item in standins.overrides(cfg):
-            if item not in overrides:
-                overrides.append(item)
+    for items in (standins.overrides(edit.model, "model."), standins.overrides(edit.face, "face."),
+                  standins.overrides(preprocess.model, "model."), standins.overrides(preprocess.face, "face."),
+                  standins.overrides(train.model, "model.")):
+        overrides += [item for item in items if item not in overrides]
     # The weights live in object storage too, as the presets' comments show them.
     remote = []
     for item in overrides:
@@ -96,7 +97,7 @@ def rehearsal(s3_server, tmp_path_factory):
         if not fs.exists(uri):
             fs.put(path, uri)
         remote.append(f"{key}={uri}")
-    return {"bucket": s3_bucket, "env": env, "weights": remote, "fs": fs, "work": work}
+    return {"bucket": s3_bucket, "env": env, "weights": remote, "fs": fs, "edit": edit}
 
 
 def _only(prefixes: tuple[str, ...], overrides: list[str]) -> list[str]:
@@ -139,11 +140,13 @@ def test_cluster_presets_edit_preprocess_and_train_without_dlib(rehearsal):
 
     # The edit job, stages A, B and C as cluster_gpu configures them, on one actor each with half a core.
     edit_out = f"{bucket}/edits"
+    # The front end's networks run on CPU here (cluster_gpu gives them a GPU share).
+    face_on_cpu = f"face.{rehearsal['edit'].face.backend}.device=cpu"
     logs.append(_run("edit", "cluster_gpu", [
         f"input={bucket}/videos/", f"output={edit_out}", "steps=3", "progress=false", *SMALL_UNET,
         *_only(("model.", "face."), weights),
-        "frontend.actors=1", "frontend.min_actors=1", "frontend.num_cpus=0.5",
-        "generate.actors=1", "generate.min_actors=1", "generate.num_cpus=0.5", "generate.num_gpus=0",
+        "frontend.actors=1", "frontend.min_actors=1", "frontend.num_cpus=0.5", "frontend.num_gpus=0",
+        face_on_cpu, "generate.actors=1", "generate.min_actors=1", "generate.num_cpus=0.5", "generate.num_gpus=0",
         "generate.compile=false",  # inductor on CPU would compile for minutes; the GPU path is what it is for
         "writer.num_cpus=0.5",
     ], env))

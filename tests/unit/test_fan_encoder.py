@@ -14,7 +14,8 @@ from dva.models.config import EncoderConfig
 from dva.models.encoders import build_encoder
 from dva.models.fan_encoder import FanLandmarkEncoder, fan_square, heatmap_points
 from dva.models.reference.landmarks import JAW_POINTS, NUM_POINTS
-from standin_weights import write_arcface_onnx, write_fan
+from dva.standins import write_fan
+from standin_weights import write_tiny_arcface_onnx
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +104,7 @@ def test_dva256_builds_with_stand_in_files(tmp_path, fan_file):
     from dva.models.checkpoint import load_model
     from dva.models.config import ModelConfig
 
-    write_arcface_onnx(tmp_path / "w600k_r50.onnx")
+    write_tiny_arcface_onnx(tmp_path / "w600k_r50.onnx")
     cfg = load_config(ModelConfig, "dva256", [f"identity_encoder.weights={tmp_path}/w600k_r50.onnx",
                                               f"landmark_encoder.weights={fan_file}"], group="model")
     model = load_model(cfg, with_unet=False)

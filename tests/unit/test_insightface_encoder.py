@@ -14,7 +14,7 @@ from dva.errors import MissingWeightsError
 from dva.models.config import EncoderConfig
 from dva.models.encoders import build_encoder
 from dva.models.insightface_encoder import InsightFaceIdentityEncoder, arcface_region
-from standin_weights import ARCFACE_POOL, write_arcface_onnx
+from standin_weights import ARCFACE_POOL, write_tiny_arcface_onnx
 
 
 def _expected(images: torch.Tensor, weight: np.ndarray) -> torch.Tensor:
@@ -30,7 +30,7 @@ def _build(path: Path) -> InsightFaceIdentityEncoder:
 
 def test_loads_through_insightface_and_feeds_the_model_values_in_minus1_1(tmp_path):
     path = tmp_path / "w600k_tiny.onnx"
-    weight = write_arcface_onnx(path, batch="N")
+    weight = write_tiny_arcface_onnx(path, batch="N")
     encoder = _build(path)
     assert isinstance(encoder.model, ArcFaceONNX)
     assert encoder.model.input_mean == 127.5 and encoder.model.input_std == 127.5
@@ -43,7 +43,7 @@ def test_loads_through_insightface_and_feeds_the_model_values_in_minus1_1(tmp_pa
 
 def test_fixed_batch_model_runs_one_image_at_a_time(tmp_path):
     path = tmp_path / "fixed.onnx"
-    weight = write_arcface_onnx(path, batch=1)
+    weight = write_tiny_arcface_onnx(path, batch=1)
     images = torch.rand(2, 3, 128, 128) * 2 - 1  # not 256: resized to the 256 crop frame first
     assert torch.allclose(_build(path)(images), _expected(images, weight), atol=1e-4)
 
@@ -65,6 +65,6 @@ def test_missing_or_wrong_files_raise_missing_weights(tmp_path):
         _build(corrupt)
 
     attribute_model = tmp_path / "genderage.onnx"  # 96×96 input: insightface routes it as an attribute model
-    write_arcface_onnx(attribute_model, batch="N", size=96)
+    write_tiny_arcface_onnx(attribute_model, batch="N", size=96)
     with pytest.raises(MissingWeightsError, match="not recognition"):
         _build(attribute_model)

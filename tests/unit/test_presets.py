@@ -35,8 +35,20 @@ def _keep_torch_threads():
 
 
 def resolve(load, name: str, standins: StandIns, overrides: list[str]):
-    """`load(name, overrides)` once to learn what the preset names, then again with its stand-in files."""
-    return load(name, overrides + standins.overrides(load(name, overrides)))
+    """`load(name, overrides)` once to learn what the preset names, then again with its stand-in files (and, on a
+    machine without CUDA, its face back end on the CPU)."""
+    first = load(name, overrides)
+    return load(name, overrides + standins.overrides(first) + _face_on_cpu(first))
+
+
+def _face_on_cpu(cfg) -> list[str]:
+    from dva.face.config import FaceConfig
+
+    face, prefix = (cfg, "") if isinstance(cfg, FaceConfig) else (getattr(cfg, "face", None), "face.")
+    backend = getattr(face, face.backend, None) if face is not None else None
+    if getattr(backend, "device", "cpu") == "cpu" or torch.cuda.is_available():
+        return []
+    return [f"{prefix}{face.backend}.device=cpu"]
 
 
 def _small_model(prefix: str, preset: str) -> list[str]:
