@@ -13,11 +13,15 @@ stage, the UNet included, does real work; the landmark networks are random, so t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -29,6 +33,7 @@ from dva.pipeline.manifest import read_manifest
 from dva.samples import make_sample_clip
 from dva.train.config import load_preprocess_config, load_train_config
 from dva.train.shards import list_shards
+from s3 import free_port
 from standin_weights import StandIns
 
 pytestmark = pytest.mark.slow
@@ -78,7 +83,6 @@ def rehearsal(s3_server, tmp_path_factory):
     (nodlib / "sitecustomize.py").write_text(NO_DLIB)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(nodlib), str(REPO)]), "HF_HUB_OFFLINE": "1",
            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
-    env.pop("RAY_ADDRESS", None)
 
     standins = StandIns(work / "weights", face_box=_face_box(), frame_hw=FRAME_HW)
     edit = load_job_config(EditJobConfig, "cluster_gpu", ["input=x", "output=y"])
@@ -97,7 +101,41 @@ def rehearsal(s3_server, tmp_path_factory):
         if not fs.exists(uri):
             fs.put(path, uri)
         remote.append(f"{key}={uri}")
-    return {"bucket": s3_bucket, "env": env, "weights": remote, "fs": fs, "edit": edit}
+    with _ray_head(env) as address:
+        yield {"bucket": s3_bucket, "env": {**env, "RAY_ADDRESS": address}, "weights": remote, "fs": fs,
+               "edit": edit}
+
+
+@contextlib.contextmanager
+def _ray_head(env: dict):
+    """A Ray head of its own on loopback (`ray start --block`) whose workers get `env`; yields its address.
+
+    Jobs are pointed at it by RAY_ADDRESS: a bare `ray.init()` would join whatever cluster another process on this
+    machine last started, with other workers' environment. Stopped by signalling the process that started it.
+    """
+    temp_dir = tempfile.mkdtemp(prefix="rayrh-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    port = free_port()
+    cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+           f"--port={port}", "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
+           f"--temp-dir={temp_dir}", *(f"--{flag}={free_port()}" for flag in (
+               "ray-client-server-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+               "metrics-export-port", "runtime-env-agent-port", "node-manager-port", "object-manager-port"))]
+    log_path = Path(temp_dir) / "ray-start.log"
+    with open(log_path, "wb") as log:
+        head = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while "Ray runtime started" not in log_path.read_text(errors="replace"):
+            assert head.poll() is None and time.time() < deadline, log_path.read_text()[-3000:]
+            time.sleep(1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        head.send_signal(signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
 
 
 def _only(prefixes: tuple[str, ...], overrides: list[str]) -> list[str]:
