@@ -9,8 +9,9 @@ No pretrained weights can be fetched here, and speed does not depend on weight v
 - `write_arcface_onnx`: a 112² → 512 IResNet, the layout of insightface's ArcFace files (`w600k_r50.onnx` at
   `layers=(3, 4, 14, 3)`).
 - `write_fan` / `write_s3fd`: face-alignment's own FAN (2DFAN-4) and S3FD modules, saved as it stores them.
-The stand-in detectors find no face: SCRFD's score head is set to score every anchor ≈ 0, and S3FD's random scores
-are meaningless.
+The stand-in detectors find no face (a random detector would find hundreds, each sent to the landmark network):
+SCRFD's score head scores every anchor ≈ 0; S3FD's weights are all zero, so every anchor scores 0.5, which its 0.5
+threshold rejects.
 """
 
 from __future__ import annotations
@@ -158,10 +159,9 @@ def write_fan(path: str | Path, seed: int = 0) -> Path:
     return Path(path)
 
 
-def write_s3fd(path: str | Path, seed: int = 0) -> Path:
-    """face-alignment's S3FD with random weights (its detection scores are meaningless)."""
+def write_s3fd(path: str | Path) -> Path:
+    """face-alignment's S3FD with all-zero weights (finds no face; costs what the real one costs)."""
     from face_alignment.detection.sfd.net_s3fd import s3fd
 
-    torch.manual_seed(seed)
-    torch.save({k: v.half() for k, v in s3fd().state_dict().items()}, str(path))
+    torch.save({k: torch.zeros_like(v).half() for k, v in s3fd().state_dict().items()}, str(path))
     return Path(path)
