@@ -20,18 +20,9 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from dva.standins import write_fan
+from dva.standins import write_fan, write_s3fd
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels of the detector's input
-
-
-def write_s3fd_blind(path: Path) -> Path:
-    """face-alignment's s3fd-619a316812.pth layout, all zeros: every anchor scores 0.5, below face-alignment's 0.5
-    threshold, so this detector finds no face (and costs no landmark pass)."""
-    from face_alignment.detection.sfd.net_s3fd import s3fd
-
-    torch.save({k: torch.zeros_like(v).half() for k, v in s3fd().state_dict().items()}, path)
-    return path
 
 
 def write_s3fd_box(path: Path, box: Box) -> Path:
@@ -268,7 +259,7 @@ class StandIns:
 
     def _s3fd(self) -> str:
         if self.face_box is None:
-            return self.file("s3fd-619a316812.pth", write_s3fd_blind)
+            return self.file("s3fd-619a316812.pth", write_s3fd)
         name = f"s3fd_{'_'.join(str(round(v)) for v in self.face_box)}.pth"
         return self.file(name, lambda p: write_s3fd_box(p, self.face_box))
 

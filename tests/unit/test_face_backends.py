@@ -63,8 +63,7 @@ def test_fan_loads_configured_files_without_downloading(tmp_path, monkeypatch):
     """Random FAN weights and all-zero S3FD weights under made-up names: both must be the ones loaded."""
     import torch
     import torch.hub
-    from dva.standins import write_fan
-    from standin_weights import write_s3fd_blind
+    from dva.standins import write_fan, write_s3fd
 
     def no_download(*args, **kwargs):
         raise AssertionError(f"tried to download {args[:1]}")
@@ -74,7 +73,7 @@ def test_fan_loads_configured_files_without_downloading(tmp_path, monkeypatch):
     monkeypatch.setattr("face_alignment.utils.download_url_to_file", no_download)
     monkeypatch.setattr("face_alignment.detection.sfd.sfd_detector.load_state_dict_from_url", no_download)
     fan_state = torch.load(write_fan(tmp_path / "my_fan.bin"), weights_only=True)
-    write_s3fd_blind(tmp_path / "my_s3fd.bin")
+    write_s3fd(tmp_path / "my_s3fd.bin")
     hub_before = torch.hub.get_dir()
     landmarker = build_landmarker(load_face_config(
         "fan", [f"fan.weights={tmp_path}/my_fan.bin", f"fan.detector_weights={tmp_path}/my_s3fd.bin"]))
