@@ -102,6 +102,7 @@ class EditJobConfig:
         for key, stage in (("frontend", self.frontend), ("generate", self.generate), ("writer", self.writer)):
             if stage.actors < 1 or (stage.min_actors is not None and not 1 <= stage.min_actors <= stage.actors):
                 raise ConfigError(f"config key `{key}.actors`: need 1 <= min_actors <= actors")
+        self.face.check_device(self.frontend.num_gpus)
         self.clip_edit.validate("clip_edit.")
 
 
