@@ -100,6 +100,14 @@ def local_path(uri: str | Path | None, *, config_key: str, sha256: str | None = 
     return target
 
 
+def check_weight_files(files: dict[str, str]) -> None:
+    """Raise MissingWeightsError for the first of {config key: URI} whose file (or folder) does not exist: a job
+    calls it before it starts workers, so a wrong path is one clear error instead of a failure in every worker."""
+    for config_key, uri in files.items():
+        if not exists(uri):
+            raise MissingWeightsError(redact(uri), config_key)
+
+
 # --- errors and credentials -----------------------------------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 from dva.errors import ConfigError, DvaError
+from dva.models.checkpoint import check_checkpoint
 from dva.pipeline.config import EditJobConfig, load_job_config
 from dva.pipeline.edits import (check_clip_weights, direction_record_uri, has_clip_edits, parse_job_edits,
                                 read_direction_record, write_direction_record)
@@ -28,7 +29,7 @@ from dva.pipeline.inputs import VideoInput, discover_inputs
 from dva.pipeline.latents import LatentStore
 from dva.pipeline.runtime import actor_pool, init_ray
 from dva.pipeline.manifest import ResultRow, completed, edit_id, write_result, write_summary
-from dva.storage import join, redact, remove_prefix, sweep_partials
+from dva.storage import check_weight_files, join, redact, remove_prefix, sweep_partials
 
 log = logging.getLogger("dva.edit")
 
@@ -76,6 +77,9 @@ def run_edit_job(cfg: EditJobConfig) -> JobSummary:
     """Run the job over every input not yet done; return counts (also written to the manifest)."""
     started = time.time()
     job_edits = parse_job_edits(cfg.edits)  # bad specs fail here, before Ray starts
+    check_weight_files({**cfg.model.weight_files("model."), **cfg.face.weight_files("face.")})  # and wrong paths
+    if cfg.model.checkpoint:
+        check_checkpoint(cfg.model.checkpoint)
     videos = discover_inputs(cfg.input)
     if cfg.sweep_partials_after_s is not None:
         swept = sweep_partials(cfg.output, cfg.sweep_partials_after_s)
