@@ -36,7 +36,9 @@ _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://")
 _USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.\-]*://)[^/\s@?#]+@")
 _SECRET_PARAM = re.compile(
     r"(?i)([?&;](?:x-amz-[a-z\-]+|signature|awsaccesskeyid|sig|token|access_token|security[-_]token|credential"
-    r"|password|secret|api_?key)=)[^&#\s\"']+"
+    r"|password|secret|api_?key)=)"
+    # the value: URL-safe characters only (dots inside, as in JWTs), so the `)`, `,`, `;` or `.` after it stays
+    r"[\w%~+/=\-]+(?:\.[\w%~+/=\-]+)*"
 )
 _AWS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b")
 _SECRET_ENV_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|ACCESS_KEY|API_KEY|PRIVATE_KEY", re.I)
@@ -297,6 +299,13 @@ def remove_prefix(prefix: str | Path) -> None:
         if fs.exists(path):
             fs.rm(path, recursive=True)
         fs.invalidate_cache(path)
+
+
+def remove_empty_folder(uri: str | Path) -> None:
+    """Remove the local folder `uri` if it is empty (object stores have no folders to leave behind)."""
+    if not is_remote(str(uri)):
+        with contextlib.suppress(OSError):  # not empty (another writer's files), or already gone
+            os.rmdir(str(uri).removeprefix("file://"))
 
 
 def _modified(info: dict) -> float | None:

@@ -200,6 +200,12 @@ def test_redact_removes_uri_credentials_signatures_and_env_secrets(monkeypatch):
     assert "s3://***@bucket/a.mp4" in text and "&v=1" in text and "after 1 try" in text
 
 
+@pytest.mark.parametrize("after", [")", ",", ";", ".", "]", ">", "'", " "])
+def test_redact_keeps_the_character_after_a_signature(after):
+    text = f"(see https://b/k.mp4?X-Amz-Signature=dead%2Fbe.ef-1{after} next"
+    assert redact(text) == f"(see https://b/k.mp4?X-Amz-Signature=***{after} next"
+
+
 def test_storage_errors_are_redacted(s3_server, monkeypatch):
     monkeypatch.setenv("DVA_TEST_SECRET", "sekrit-value-42")
     with pytest.raises(StorageError) as info:
