@@ -29,7 +29,7 @@ from dva.pipeline.inputs import VideoInput, discover_inputs
 from dva.pipeline.latents import LatentStore
 from dva.pipeline.runtime import actor_pool, init_ray
 from dva.pipeline.manifest import ResultRow, completed, edit_id, write_result, write_summary
-from dva.storage import check_weight_files, join, redact, remove_prefix, sweep_partials
+from dva.storage import check_weight_files, join, redact, remove_empty_folder, remove_prefix, sweep_partials
 
 log = logging.getLogger("dva.edit")
 
@@ -69,6 +69,8 @@ def _finalize_pair(cfg: EditJobConfig, uri: str, key: str, video_id: str, edit: 
                         seconds=time.time() - started)
     write_result(cfg.output, row)
     remove_prefix(join(cfg.output, ".work", video_id, edit_id(edit)))
+    remove_empty_folder(join(cfg.output, ".work", video_id))  # the video's last pair leaves no folder behind
+    remove_empty_folder(join(cfg.output, ".work"))
     return {"video": row.video, "edit": row.edit, "status": row.status, "error": row.error, "frames": row.frames,
             "output": row.output}
 
@@ -125,7 +127,7 @@ def _record(cfg: EditJobConfig, summary: JobSummary, row: dict) -> None:
 
 def _record_failure(cfg: EditJobConfig, summary: JobSummary, uri: str, video_id: str, edits: Sequence[str],
                     error: str) -> None:
-    for e in edits or [""]:
+    for e in edits:
         row = ResultRow(uri, video_id, e, "failed", error=error)
         write_result(cfg.output, row)
         _record(cfg, summary, {"video": row.video, "edit": row.edit, "status": "failed", "error": row.error})
@@ -151,11 +153,13 @@ def _run_clip_edits_beside_inversion(cfg: EditJobConfig, tasks: list[dict], summ
             refs[video_id] = optimise.remote(cfg, VideoTask(t["uri"], t["key"], video_id, clip[video_id]))
 
     first = [{**t, "edits": [e for e in t["edits"] if e not in clip[t["video_id"]]]} for t in tasks]
-    _run(cfg, first, summary, False, on_video_started=start,
+    failed = _run(cfg, first, summary, False, on_video_started=start,
          quiet_encodes=frozenset(t["video_id"] for t in first if not t["edits"]),
          failure_edits={vid: t["edits"] for vid, t in by_id.items()})
     second = []
     for vid, ref in refs.items():
+        if vid in failed:  # its clip edits are recorded failed with the rest of its edits
+            continue
         try:
             directions = ray.get(ref)
         except Exception as err:  # that video's clip edits fail; its other edits are done, other videos go on
@@ -171,10 +175,12 @@ def _run_clip_edits_beside_inversion(cfg: EditJobConfig, tasks: list[dict], summ
 
 def _run(cfg: EditJobConfig, tasks: list[dict], summary: JobSummary, clip_edits: bool, *,
          on_video_started: Optional[Callable[[str], None]] = None, quiet_encodes: frozenset = frozenset(),
-         failure_edits: Optional[dict[str, list[str]]] = None, count_frames: bool = True) -> None:
-    """One pass of the pipeline over `tasks`. `on_video_started(video_id)` is called at each stage-B row of a video
-    that stage A prepared; videos in `quiet_encodes` are inverted without a manifest row of their own; a video that
-    fails is recorded as failed for `failure_edits[video_id]` (default: its edits in this pass)."""
+         failure_edits: Optional[dict[str, list[str]]] = None, count_frames: bool = True) -> set[str]:
+    """One pass of the pipeline over `tasks`; returns the ids of the videos that failed. `on_video_started(video_id)`
+    is called at each stage-B row of a video that stage A prepared; videos in `quiet_encodes` are inverted without a
+    manifest row of their own; a video that fails (in stage A, or in stage B for any of its chunks) is recorded as
+    failed for those of `failure_edits[video_id]` (default: its edits in this pass) not already handed to stage C,
+    and its later rows are dropped."""
     failure_edits = failure_edits or {}
     ray = init_ray(cfg.ray_address, cfg.progress)
     from dva.pipeline.stages import GenerateStage, PrepareStage
@@ -195,6 +201,8 @@ def _run(cfg: EditJobConfig, tasks: list[dict], summary: JobSummary, clip_edits:
     chunks_done: dict[tuple[str, str], set[int]] = defaultdict(set)
     pairs_left = {t["video_id"]: max(1, len(t["edits"])) for t in tasks}
     pending = []
+    failed: set[str] = set()
+    finished: set[tuple[str, str]] = set()  # (video, edit) pairs whose every chunk came back
 
     def collect(block: bool) -> None:
         """Record finished stage C tasks as they finish (one line each); with `block`, until none is left."""
@@ -209,8 +217,12 @@ def _run(cfg: EditJobConfig, tasks: list[dict], summary: JobSummary, clip_edits:
     for r in ds.iter_rows():
         vid, edit = r["video_id"], str(r["edit"])
         summary.unet_calls += int(r["unet_calls"])
+        if vid in failed:
+            continue
         if r["error"]:
-            _record_failure(cfg, summary, r["uri"], vid, failure_edits.get(vid, by_id[vid]["edits"]), r["error"])
+            failed.add(vid)
+            edits = failure_edits.get(vid, by_id[vid]["edits"]) or [""]
+            _record_failure(cfg, summary, r["uri"], vid, [e for e in edits if (vid, e) not in finished], r["error"])
             continue
         if on_video_started is not None:
             on_video_started(vid)
@@ -219,6 +231,7 @@ def _run(cfg: EditJobConfig, tasks: list[dict], summary: JobSummary, clip_edits:
             summary.frames += int(r["frames"])
         if len(chunks_done[(vid, edit)]) < int(r["num_chunks"]):
             continue
+        finished.add((vid, edit))
         pairs_left[vid] -= 1
         if pairs_left[vid] == 0 and cfg.store_latents:
             from dva.pipeline.stages import latent_key
@@ -237,6 +250,10 @@ def _run(cfg: EditJobConfig, tasks: list[dict], summary: JobSummary, clip_edits:
                                    "output": row.output})
         collect(block=False)
     collect(block=True)
+    for vid in failed:  # the work files of its chunks that did get through
+        remove_prefix(join(cfg.output, ".work", vid))
+    remove_empty_folder(join(cfg.output, ".work"))
+    return failed
 
 
 def print_summary(summary: JobSummary, output: str) -> None:

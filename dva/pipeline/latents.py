@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from dva.face.record import AlignedTrack
-from dva.storage import exists, join, open_file, write_bytes_atomic
+from dva.errors import StorageError
+from dva.storage import exists, join, open_file, redact, write_bytes_atomic
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,11 @@ class LatentStore:
         write_bytes_atomic(self._uri("x_T", f"{chunk:06d}.npy"), _npy_bytes(x_T.astype(np.float32)))
 
     def load_x_T(self, chunk: int) -> np.ndarray:
-        return _load_npy(self._uri("x_T", f"{chunk:06d}.npy"))
+        try:
+            return _load_npy(self._uri("x_T", f"{chunk:06d}.npy"))
+        except (StorageError, ValueError) as err:
+            raise StorageError(f"stored x_T of chunk {chunk} is unreadable: {err}. Delete {redact(self.root)} or "
+                               "run with reuse_latents=false to invert this video again") from None
 
     def commit(self, key: LatentKey, num_frames: int, num_chunks: int, source: str) -> None:
         meta = {"model_fingerprint": key.model_fingerprint, "steps": key.steps, "chunk_frames": key.chunk_frames,

@@ -7,7 +7,6 @@ The library never imports Ray; this module and `edit_job` do. Each callable clas
 from __future__ import annotations
 
 import hashlib
-import traceback
 from typing import Iterator
 
 import numpy as np
@@ -15,7 +14,6 @@ import torch
 
 from dva.config import to_yaml
 from dva.diffusion import autocast_dtype
-from dva.errors import DvaError
 from dva.face.landmarker import build_landmarker
 from dva.models.checkpoint import load_model
 from dva.pipeline.config import EditJobConfig
@@ -24,7 +22,7 @@ from dva.pipeline.edits import EditResolver
 from dva.pipeline.generate import generate_chunks
 from dva.pipeline.latents import LatentKey, LatentStore
 from dva.pipeline.prepare import VideoTask, failed_row, prepare_video
-from dva.pipeline.runtime import limit_threads, stage_device
+from dva.pipeline.runtime import failure_reason, limit_threads, stage_device
 
 
 def model_fingerprint(cfg: EditJobConfig) -> str:
@@ -71,12 +69,8 @@ class PrepareStage:
                                          LatentStore(self.cfg.output, task.video_id), self.key,
                                          self.cfg.chunk_frames, self.cfg.reuse_latents):
                     yield {k: [v] for k, v in row.items()}
-            except DvaError as err:
-                yield {k: [v] for k, v in failed_row(task, str(err)).items()}
-            except Exception as err:  # a bug or an unexpected input: record it with its place, keep the job going
-                where = traceback.format_exc(limit=-2).strip().splitlines()[-3:]
-                yield {k: [v] for k, v in failed_row(task, f"{type(err).__name__}: {err} ({' | '.join(where)})"
-                                                     ).items()}
+            except Exception as err:  # recorded for this video; the job goes on
+                yield {k: [v] for k, v in failed_row(task, failure_reason(err)).items()}
 
 
 class GenerateStage:

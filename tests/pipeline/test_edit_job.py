@@ -71,6 +71,7 @@ def test_every_good_video_is_edited_and_bad_ones_recorded(first_run, clip_folder
     assert "face" in errors["no_face.mp4"]
     assert all(len(by_video[n]) == 2 and {r["status"] for r in by_video[n]} == {"failed"} for n in errors)
     assert not [u for u in list_files(out) if "/.work/" in u or ".partial" in u]  # nothing half-written left
+    assert not Path(out, ".work").exists()  # nor empty work folders
 
 
 def test_identity_transfer_changes_the_face_only(first_run):
