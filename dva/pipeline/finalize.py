@@ -11,10 +11,10 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from dva.errors import VideoError
 from dva.face.config import FaceConfig
 from dva.face.mask import Masker, face_mask
 from dva.face.paste import paste_face
-from dva.face.track import FrameStatus
 from dva.face.warp import crop_face
 from dva.pipeline.generate import work_uri
 from dva.pipeline.latents import LatentStore
@@ -35,15 +35,21 @@ def finalize_video(output: str, uri: str, key: str, video_id: str, edit: str, nu
     track = LatentStore(output, video_id).load_track()
     target = output_uri(output, key, edit)
     size = track.crop_size
+    face_frames = track.face_frames  # stage B edited these frames only, in order
+    edited_crops = _edited_crops(output, video_id, edit, num_chunks)
     with VideoWriter(target, track.fps, audio_from=uri) as writer:
-        for index, (frame, edited) in enumerate(zip(iter_frames(uri), _edited_crops(output, video_id, edit,
-                                                                                     num_chunks), strict=True)):
-            if track.status[index] == FrameStatus.HELD:  # before the face appears or after it left: keep the frame
+        for index, frame in enumerate(iter_frames(uri)):
+            if index not in face_frames:  # before the face appears or after it left: keep the frame
                 writer.write(frame)
                 continue
+            edited = next(edited_crops, None)
+            if edited is None:
+                raise VideoError(f"{uri}: fewer edited crops than the {len(face_frames)} frames with a face")
             quad = track.quads[index]
             mask = face_mask(crop_face(frame, quad, size) if masker else edited, track.crop_points(index),
                              face.mask, masker)
             writer.write(paste_face(frame, edited, quad, mask, face.mask))
         frames = writer.frames_written
+        if frames != len(track) or next(edited_crops, None) is not None:
+            raise VideoError(f"{uri}: decoded {frames} frames, its face track has {len(track)}; was the file replaced?")
     return target, frames, float(track.fps)

@@ -234,3 +234,16 @@ def test_clip_edit_optimises_each_video_once_and_reads_the_cache_after(ray_local
     assert (single.ok, single.failed) == (1, 0) and "CLIP direction(s) of" not in capsys.readouterr().out
     row = read_manifest(third).to_pylist()[0]
     assert row["direction"] == long["direction"] and row["direction_cached"] is True
+
+
+def test_frames_without_a_face_are_copied_and_not_inverted(ray_local, tiny_checkpoint, tmp_path):
+    clip = make_sample_clip(tmp_path / "in" / "late.mp4", "astronaut", frames=7, face_range=(2, 6))
+    out = str(tmp_path / "out")
+    cfg, summary = run(str(clip), out, tiny_checkpoint, "edits=[reconstruct]")
+    assert summary.ok == 1 and summary.frames == 4  # frames 0, 1 and 6 hold no face: only 4 go through the UNet
+    assert summary.unet_calls == (2 * cfg.steps - 1) * 4
+    row = read_manifest(out).to_pylist()[0]
+    assert row["frames"] == 7
+    source, edited = frames_of(clip), frames_of(row["output"])
+    for i in (0, 1, 6):  # copied, up to the noise of the H.264 encode
+        assert psnr(source[i], edited[i]) > 35
