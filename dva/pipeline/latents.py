@@ -1,8 +1,10 @@
 """Per-video latents under `<output>/latents/<video_id>/`: the face track, z codes and x_T per chunk.
 
 x_T depends only on the video, the model and N (SPEC §3 step 5), so a later edit of the same video reuses it and
-costs only the N generation calls per frame. `meta.json` is written last: a folder without it is ignored, so a run
-killed half-way never leaves latents that look complete.
+costs only the N generation calls per frame. The files form one unit, committed by `meta.json`: a job that is about
+to write a new track removes it first (`invalidate`) and writes it again last (`commit`), so a folder without it is
+ignored, and a run killed half-way (or one that keeps no latents) never leaves a new track beside an older x_T that
+looks complete.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 
 from dva.face.record import AlignedTrack
 from dva.errors import StorageError
-from dva.storage import exists, join, open_file, redact, write_bytes_atomic
+from dva.storage import exists, join, open_file, redact, remove_prefix, write_bytes_atomic
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,10 @@ class LatentStore:
             meta = json.loads(f.read())
         return (meta.get("model_fingerprint"), meta.get("steps"), meta.get("chunk_frames")) == (
             key.model_fingerprint, key.steps, key.chunk_frames)
+
+    def invalidate(self) -> None:
+        """Stop trusting the stored set before any of its files is replaced."""
+        remove_prefix(self._uri("meta.json"))
 
     def save_track(self, track: AlignedTrack) -> None:
         track.save(self._uri("track.npz"))

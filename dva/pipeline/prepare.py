@@ -74,6 +74,7 @@ def prepare_video(task: VideoTask, face: FaceConfig, landmarker: FaceLandmarker,
         track = align_video(task.uri, landmarker, face)
         z_id_frames, z_lnd = encode_codes(task, track, encode_identity, encode_landmarks, chunk_frames)
         if store is not None:
+            store.invalidate()
             store.save_track(track)
             store.save_codes(z_id_frames, z_lnd)
     # The per-video reduction: one identity for every frame with a face (SPEC §3 step 4), never re-normalised.

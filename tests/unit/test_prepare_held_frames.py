@@ -4,6 +4,7 @@ out of the chunks stage B inverts."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from dva.face.landmarker import build_landmarker
 from dva.face.track import FrameStatus
@@ -37,3 +38,37 @@ def test_held_frames_are_left_out_of_the_mean_z_id_and_the_chunks(sample_clip, t
     assert [(r["chunk"], r["start"], len(r["crops"]), len(r["z_lnd"])) for r in rows] == [
         (0, 2, 2, 2), (1, 4, 2, 2), (2, 6, 1, 1)]
     assert {r["num_chunks"] for r in rows} == {3} and {r["num_frames"] for r in rows} == {8}
+
+
+def test_a_crash_after_the_new_track_never_mixes_it_with_the_old_x_T(sample_clip, tmp_path, monkeypatch):
+    cfg = load_job_config(EditJobConfig, "local_tiny", ["input=unused", "output=unused"])
+    uri = sample_clip("astronaut", frames=4)
+    model = load_model(cfg.model, with_unet=False)
+    landmarker = build_landmarker(cfg.face)
+    store, key = LatentStore(str(tmp_path), "video"), LatentKey("m", 3, 2)
+
+    def prepare(face, reuse=True):
+        return list(prepare_video(VideoTask(uri, "a.mp4", "video", ["reconstruct"]), face, landmarker,
+                                  model.encode_identity, model.encode_landmarks, lambda t, z, tr: z[None], store,
+                                  key, chunk_frames=2, reuse_latents=reuse))
+
+    rows = prepare(cfg.face)
+    for r in rows:  # what stage B and the driver do for a complete set
+        store.save_x_T(r["chunk"], np.zeros((len(r["z_lnd"]), 3, 32, 32), np.float32))
+    store.commit(key, 4, len(rows), uri)
+    assert store.is_complete(key) and all(r["has_x_T"] is False for r in rows)
+    assert all(r["has_x_T"] for r in prepare(cfg.face))  # reused as it is
+
+    # A job with other face settings (or keeping no latents) writes a new track, then dies before the rest.
+    other = load_job_config(EditJobConfig, "local_tiny", ["input=unused", "output=unused", "face.align.sigma_axes=0"])
+
+    def crash(*args):
+        raise OSError("killed")
+
+    monkeypatch.setattr(LatentStore, "save_codes", crash)
+    with pytest.raises(OSError, match="killed"):
+        prepare(other.face, reuse=False)
+    monkeypatch.undo()
+    assert not store.is_complete(key)
+    again = prepare(cfg.face)  # the old x_T is not trusted with the new track: the video is prepared afresh
+    assert all(r["has_x_T"] is False and len(r["crops"]) for r in again)
