@@ -64,8 +64,45 @@ def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def file_stamp(uri: str | Path) -> str:
+    """What changes when the file (or object) at `uri` is replaced: its size and ETag (object stores) or
+    modification time (file systems), as a short string."""
+    fs, path = _fs(uri)
+    with _reporting(uri, "check"):
+        fs.invalidate_cache(path)
+        info = fs.info(path)
+    tag = info.get("ETag") or info.get("etag") or _modified(info)
+    return f"{info.get('size')}-{str(tag).strip(chr(34))}"
+
+
+_DIGESTS: dict[tuple[str, str], str] = {}
+
+
+def content_digest(uri: str | Path) -> str:
+    """SHA-256 of the bytes at `uri` (of every file's name and bytes, for a folder), computed once per process for
+    each (location, `file_stamp`): a file replaced at the same location gets a new digest, an unchanged one is not
+    read again."""
+    fs, path = _fs(uri)
+    with _reporting(uri, "check"):
+        fs.invalidate_cache(path)
+        is_folder = fs.isdir(path)
+    if is_folder:
+        files = list_files(uri)
+        parts = [f"{f[len(str(uri).rstrip('/')):]}={content_digest(f)}" for f in files]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    key = (canonical_uri(uri), file_stamp(uri))
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open_file(uri) as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
 def local_path(uri: str | Path | None, *, config_key: str, sha256: str | None = None) -> Path:
-    """Return a local file for `uri`, downloading a remote object once into the cache.
+    """Return a local file for `uri`, downloading a remote object once into the cache (per version of the object:
+    the cache is keyed by its location and `file_stamp`, so an object replaced at the same URI is fetched again).
 
     Raises MissingWeightsError naming `uri` and `config_key` when the file is absent, unreachable or fails its checksum.
     """
@@ -79,7 +116,11 @@ def local_path(uri: str | Path | None, *, config_key: str, sha256: str | None = 
         if sha256 and sha256_of(path) != sha256.lower():
             raise MissingWeightsError(uri, config_key, f"SHA-256 differs from the configured {sha256}")
         return path
-    key = hashlib.sha256(uri.encode()).hexdigest()[:16]
+    try:
+        stamp = file_stamp(uri)
+    except StorageError:  # absent or unreachable: the fetch below says which
+        stamp = ""
+    key = hashlib.sha256(f"{uri}\n{stamp}".encode()).hexdigest()[:16]
     target = cache_dir() / "weights" / key / Path(uri.rstrip("/")).name
     if target.is_file() and (not sha256 or sha256_of(target) == sha256.lower()):
         return target

@@ -19,7 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
-from dva.errors import ConfigError, DvaError
+from dva.errors import ConfigError, DvaError, StorageError
 from dva.models.checkpoint import check_checkpoint
 from dva.pipeline.config import EditJobConfig, load_job_config
 from dva.pipeline.edits import (check_clip_weights, direction_record_uri, has_clip_edits, parse_job_edits,
@@ -29,7 +29,8 @@ from dva.pipeline.inputs import VideoInput, discover_inputs
 from dva.pipeline.latents import LatentStore
 from dva.pipeline.runtime import actor_pool, init_ray
 from dva.pipeline.manifest import ResultRow, completed, edit_id, write_result, write_summary
-from dva.storage import check_weight_files, join, redact, remove_empty_folder, remove_prefix, sweep_partials
+from dva.storage import (check_weight_files, file_stamp, join, redact, remove_empty_folder, remove_prefix,
+                         sweep_partials)
 
 log = logging.getLogger("dva.edit")
 
@@ -50,12 +51,20 @@ class JobSummary:
         return 1 if self.failed and not self.ok and not self.skipped else 0
 
 
+def _stamp(uri: str) -> str:
+    """The input's `file_stamp`; "" when it cannot be read (stage A then records why, for that video alone)."""
+    try:
+        return file_stamp(uri)
+    except StorageError:
+        return ""
+
+
 def _edits_for(video: VideoInput, job_edits: Sequence[str]) -> list[str]:
     return list(video.edits) if video.edits is not None else list(job_edits)
 
 
 def _finalize_pair(cfg: EditJobConfig, uri: str, key: str, video_id: str, edit: str, num_chunks: int,
-                   started: float) -> dict:
+                   started: float, fingerprint: str) -> dict:
     """Stage C for one (video, edit), run as a Ray task; returns the manifest row as a dict (never raises)."""
     from dva.pipeline.finalize import finalize_video
 
@@ -63,7 +72,8 @@ def _finalize_pair(cfg: EditJobConfig, uri: str, key: str, video_id: str, edit: 
         direction = read_direction_record(cfg.output, video_id, edit)  # clip edits: the direction file used
         target, frames, fps = finalize_video(cfg.output, uri, key, video_id, edit, num_chunks, cfg.face)
         row = ResultRow(uri, video_id, edit, "ok", frames=frames, fps=fps, seconds=time.time() - started,
-                        output=target, direction=direction.get("uri"), direction_cached=direction.get("cached"))
+                        output=target, direction=direction.get("uri"), direction_cached=direction.get("cached"),
+                        fingerprint=fingerprint)
     except Exception as err:  # recorded in the manifest; the job goes on
         row = ResultRow(uri, video_id, edit, "failed", error=f"{type(err).__name__}: {err}",
                         seconds=time.time() - started)
@@ -88,14 +98,20 @@ def run_edit_job(cfg: EditJobConfig) -> JobSummary:
         if swept:
             log.info("removed %d unfinished temporary file(s) older than %.0f s under %s", swept,
                      cfg.sweep_partials_after_s, redact(cfg.output))
-    done = completed(cfg.output)
+    from dva.pipeline.stages import latent_key
+
+    key = latent_key(cfg)  # hashes the weight files: once, here
+    stamps = {v.video_id: _stamp(v.uri) for v in videos}
+    fingerprints = {vid: key.fingerprint(stamp) for vid, stamp in stamps.items()}
+    done = completed(cfg.output, fingerprints)  # an output of a replaced input or other weights is made again
     summary = JobSummary()
     tasks = []
     for v in videos:
         todo = [e for e in _edits_for(v, job_edits) if (v.video_id, edit_id(e)) not in done]
         summary.skipped += len(_edits_for(v, job_edits)) - len(todo)
         if todo or (not job_edits and (v.video_id, edit_id("")) not in done):
-            tasks.append({"uri": v.uri, "key": v.key, "video_id": v.video_id, "edits": todo})
+            tasks.append({"uri": v.uri, "key": v.key, "video_id": v.video_id, "edits": todo,
+                          "source": stamps[v.video_id], "fingerprint": fingerprints[v.video_id]})
     log.info("%d videos, %d to process, %d (video, edit) pairs already done", len(videos), len(tasks),
              summary.skipped)
     clip_edits = has_clip_edits([e for t in tasks for e in t["edits"]])
@@ -150,7 +166,8 @@ def _run_clip_edits_beside_inversion(cfg: EditJobConfig, tasks: list[dict], summ
             t = by_id[video_id]
             print(f"[dva] optimising {len(clip[video_id])} CLIP direction(s) of {redact(t['uri'])} while its frames "
                   "are inverted", flush=True)
-            refs[video_id] = optimise.remote(cfg, VideoTask(t["uri"], t["key"], video_id, clip[video_id]))
+            refs[video_id] = optimise.remote(cfg, VideoTask(t["uri"], t["key"], video_id, clip[video_id],
+                                                               t["source"]))
 
     first = [{**t, "edits": [e for e in t["edits"] if e not in clip[t["video_id"]]]} for t in tasks]
     failed = _run(cfg, first, summary, False, on_video_started=start,
@@ -183,12 +200,13 @@ def _run(cfg: EditJobConfig, tasks: list[dict], summary: JobSummary, clip_edits:
     and its later rows are dropped."""
     failure_edits = failure_edits or {}
     ray = init_ray(cfg.ray_address, cfg.progress)
-    from dva.pipeline.stages import GenerateStage, PrepareStage
+    from dva.pipeline.stages import GenerateStage, PrepareStage, latent_key
 
     # Ray Data restarts a lost stage actor and retries its batch by itself; stage C tasks retry `writer.retries` times.
     finalize = ray.remote(num_cpus=cfg.writer.num_cpus, max_retries=cfg.writer.retries)(_finalize_pair)
     ds = ray.data.from_items(tasks, override_num_blocks=len(tasks))
-    ds = ds.map_batches(PrepareStage, fn_constructor_kwargs={"cfg": cfg, "clip_edits": clip_edits},
+    key = latent_key(cfg)  # hashed once per process: the stages get the result
+    ds = ds.map_batches(PrepareStage, fn_constructor_kwargs={"cfg": cfg, "key": key, "clip_edits": clip_edits},
                         batch_size=1, compute=actor_pool(cfg.frontend), num_cpus=cfg.frontend.num_cpus,
                         num_gpus=cfg.frontend.num_gpus)
     ds = ds.map_batches(GenerateStage, fn_constructor_kwargs={"cfg": cfg},
@@ -234,17 +252,16 @@ def _run(cfg: EditJobConfig, tasks: list[dict], summary: JobSummary, clip_edits:
         finished.add((vid, edit))
         pairs_left[vid] -= 1
         if pairs_left[vid] == 0 and cfg.store_latents:
-            from dva.pipeline.stages import latent_key
-
-            LatentStore(cfg.output, vid).commit(latent_key(cfg), int(r["num_frames"]), int(r["num_chunks"]),
-                                                r["uri"])
+            LatentStore(cfg.output, vid).commit(key, int(r["num_frames"]), int(r["num_chunks"]), r["uri"],
+                                                by_id[vid]["source"])
         if edit:
             pending.append(finalize.remote(cfg, r["uri"], r["key"], vid, edit, int(r["num_chunks"]),
-                                           started[vid]))
+                                           started[vid], by_id[vid]["fingerprint"]))
         elif vid not in quiet_encodes:  # encode-only: the latents are the output
             row = ResultRow(r["uri"], vid, "", "ok", frames=int(r["num_frames"]),
                             seconds=time.time() - started[vid], output=join(LatentStore(cfg.output, vid).root,
-                                                                              "meta.json"))
+                                                                              "meta.json"),
+                            fingerprint=by_id[vid]["fingerprint"])
             write_result(cfg.output, row)
             _record(cfg, summary, {"video": row.video, "edit": "", "status": "ok", "frames": row.frames,
                                    "output": row.output})

@@ -9,6 +9,7 @@ looks complete.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -22,11 +23,17 @@ from dva.storage import exists, join, open_file, redact, remove_prefix, write_by
 
 @dataclass(frozen=True)
 class LatentKey:
-    """What x_T depends on: the model weights and config, N, the face config, and the chunking of frames."""
+    """What x_T depends on besides the video: the model weights and config, N, the face config, the settings of
+    stage B (`dva.pipeline.stages.model_fingerprint`), and the chunking of frames."""
 
     model_fingerprint: str
     steps: int
     chunk_frames: int
+
+    def fingerprint(self, source_stamp: str) -> str:
+        """One short id of the key and a version of a video: what a finished (video, edit) was made from."""
+        text = f"{self.model_fingerprint}/{self.steps}/{self.chunk_frames}/{source_stamp}"
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -47,14 +54,16 @@ class LatentStore:
     def _uri(self, *parts: str) -> str:
         return join(self.root, *parts)
 
-    def is_complete(self, key: LatentKey) -> bool:
+    def is_complete(self, key: LatentKey, source_stamp: str) -> bool:
+        """Whether a committed set exists for `key` and for the source as it is now (`dva.storage.file_stamp`):
+        a video replaced at the same location is encoded again."""
         meta_uri = self._uri("meta.json")
         if not exists(meta_uri):
             return False
         with open_file(meta_uri) as f:
             meta = json.loads(f.read())
-        return (meta.get("model_fingerprint"), meta.get("steps"), meta.get("chunk_frames")) == (
-            key.model_fingerprint, key.steps, key.chunk_frames)
+        return (meta.get("model_fingerprint"), meta.get("steps"), meta.get("chunk_frames"),
+                meta.get("source_stamp")) == (key.model_fingerprint, key.steps, key.chunk_frames, source_stamp)
 
     def invalidate(self) -> None:
         """Stop trusting the stored set before any of its files is replaced."""
@@ -86,7 +95,7 @@ class LatentStore:
             raise StorageError(f"stored x_T of chunk {chunk} is unreadable: {err}. Delete {redact(self.root)} or "
                                "run with reuse_latents=false to invert this video again") from None
 
-    def commit(self, key: LatentKey, num_frames: int, num_chunks: int, source: str) -> None:
+    def commit(self, key: LatentKey, num_frames: int, num_chunks: int, source: str, source_stamp: str) -> None:
         meta = {"model_fingerprint": key.model_fingerprint, "steps": key.steps, "chunk_frames": key.chunk_frames,
-                "num_frames": num_frames, "num_chunks": num_chunks, "source": source}
+                "num_frames": num_frames, "num_chunks": num_chunks, "source": source, "source_stamp": source_stamp}
         write_bytes_atomic(self._uri("meta.json"), json.dumps(meta, indent=1).encode())

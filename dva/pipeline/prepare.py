@@ -34,6 +34,7 @@ class VideoTask:
     key: str  # output key relative to the output prefix
     video_id: str
     edits: list[str]  # edit specs still to do for this video (empty: encode only)
+    source: str = ""  # `dva.storage.file_stamp` of the video when the job started: stored latents must match it
 
 
 # (task, mean z_id [D], face track) → the z_id to decode with for each of `task.edits`, [K, D]; built by the job.
@@ -66,7 +67,7 @@ def prepare_video(task: VideoTask, face: FaceConfig, landmarker: FaceLandmarker,
                   resolve_edits: EditResolver, store: Optional[LatentStore], latent_key: LatentKey,
                   chunk_frames: int, reuse_latents: bool) -> Iterator[dict]:
     """Yield one row per chunk of the video: crops (or none when x_T is stored), z_lnd, the mean z_id, the edits."""
-    cached = store is not None and reuse_latents and store.is_complete(latent_key)
+    cached = store is not None and reuse_latents and store.is_complete(latent_key, task.source)
     if cached:
         track = store.load_track()
         z_id_frames, z_lnd = store.load_codes()

@@ -25,7 +25,7 @@ from dva.pipeline.manifest import read_manifest
 from dva.crops import crops_to_tensor, tensor_to_crops
 from dva.pipeline.stages import latent_key
 from dva.samples import make_sample_clip
-from dva.storage import list_files
+from dva.storage import file_stamp, list_files
 from dva.video import iter_frames, probe
 
 
@@ -153,7 +153,7 @@ def test_encode_only_writes_reusable_latents(ray_local, clip_folder, tiny_checkp
     assert summary.ok == 3 and summary.unet_calls == (cfg.steps - 1) * summary.frames
     for row in (r for r in read_manifest(out).to_pylist() if r["status"] == "ok"):
         store = LatentStore(out, row["video_id"])
-        assert store.is_complete(latent_key(cfg))
+        assert store.is_complete(latent_key(cfg), file_stamp(row["video"]))
         z_id, z_lnd = store.load_codes()
         assert len(z_id) == len(z_lnd) == row["frames"] == len(store.load_track())
         x_T = np.concatenate([store.load_x_T(c) for c in range(-(-row["frames"] // cfg.chunk_frames))])
@@ -236,6 +236,7 @@ def test_clip_edit_optimises_each_video_once_and_reads_the_cache_after(ray_local
     assert row["direction"] == long["direction"] and row["direction_cached"] is True
 
 
+@pytest.mark.slow
 def test_frames_without_a_face_are_copied_and_not_inverted(ray_local, tiny_checkpoint, tmp_path):
     clip = make_sample_clip(tmp_path / "in" / "late.mp4", "astronaut", frames=7, face_range=(2, 6))
     out = str(tmp_path / "out")

@@ -33,6 +33,7 @@ def rows_by_name(out) -> dict[str, dict]:
     return {r["video"].rsplit("/", 1)[-1]: r for r in read_manifest(str(out)).to_pylist()}
 
 
+@pytest.mark.slow
 def test_a_lost_x_T_chunk_fails_only_its_video(ray_local, three_clips, tiny_checkpoint, tmp_path):
     out = tmp_path / "out"
     assert run(str(three_clips), str(out), tiny_checkpoint, "edits=[]").ok == 3  # encode: latents stored
@@ -48,6 +49,7 @@ def test_a_lost_x_T_chunk_fails_only_its_video(ray_local, three_clips, tiny_chec
     assert not (out / ".work").exists()
 
 
+@pytest.mark.slow
 def test_a_failing_write_fails_only_its_video(ray_local, three_clips, tiny_checkpoint, tmp_path):
     out = tmp_path / "out"
     blocked = out / ".work" / video_id(str(three_clips / "a.mp4"))

@@ -1,5 +1,5 @@
-"""Stage A leaves the HELD frames (no face before the first or after the last detection) out of the mean z_id and
-out of the chunks stage B inverts."""
+"""Stage A without Ray: the HELD frames (no face before the first or after the last detection) stay out of the
+mean z_id and of the chunks stage B inverts; stored latents are trusted only as a whole set."""
 
 from __future__ import annotations
 
@@ -55,8 +55,8 @@ def test_a_crash_after_the_new_track_never_mixes_it_with_the_old_x_T(sample_clip
     rows = prepare(cfg.face)
     for r in rows:  # what stage B and the driver do for a complete set
         store.save_x_T(r["chunk"], np.zeros((len(r["z_lnd"]), 3, 32, 32), np.float32))
-    store.commit(key, 4, len(rows), uri)
-    assert store.is_complete(key) and all(r["has_x_T"] is False for r in rows)
+    store.commit(key, 4, len(rows), uri, "")
+    assert store.is_complete(key, "") and all(r["has_x_T"] is False for r in rows)
     assert all(r["has_x_T"] for r in prepare(cfg.face))  # reused as it is
 
     # A job with other face settings (or keeping no latents) writes a new track, then dies before the rest.
@@ -69,6 +69,6 @@ def test_a_crash_after_the_new_track_never_mixes_it_with_the_old_x_T(sample_clip
     with pytest.raises(OSError, match="killed"):
         prepare(other.face, reuse=False)
     monkeypatch.undo()
-    assert not store.is_complete(key)
+    assert not store.is_complete(key, "")
     again = prepare(cfg.face)  # the old x_T is not trusted with the new track: the video is prepared afresh
     assert all(r["has_x_T"] is False and len(r["crops"]) for r in again)
