@@ -283,8 +283,14 @@ def stage_b_rows(table: Table, model, device, path: FastPath, batch: int, steps:
     try:
         with tempfile.TemporaryDirectory() as out:
             def run():
-                return generate_chunks(model, rows, output=out, steps=steps, batch_frames=batch, store_latents=True,
-                                       device=device, autocast_dtype=path.dtype, memory_format=path.memory_format)
+                results = generate_chunks(model, rows, output=out, steps=steps, batch_frames=batch,
+                                          store_latents=True, device=device, autocast_dtype=path.dtype,
+                                          memory_format=path.memory_format)
+                # stage B contains failures in error rows (out of memory included): never time those as throughput
+                failed = [r["error"] for r in results if r["error"]]
+                if failed:
+                    raise RuntimeError(failed[0])
+                return results
             seconds = median_seconds(run, device, repeats=1, warmup=1)
     finally:
         model.unet = unet

@@ -108,6 +108,15 @@ class FaceConfig:
             raise ConfigError(f"config key `{prefix}{key}`: cuda needs a GPU share for the front end; set "
                               f"`frontend.num_gpus` (e.g. 0.0625) or `{prefix}{key}=cpu`")
 
+    def weight_files(self, prefix: str = "") -> dict[str, str]:
+        """{config key: URI} of every weight file the configured backend reads (unset ones use packaged files)."""
+        files = {"dlib": {"dlib.predictor": self.dlib.predictor},
+                 "fan": {"fan.weights": self.fan.weights,
+                         "fan.detector_weights": self.fan.detector_weights if self.fan.detector == "sfd" else ""},
+                 "insightface": {"insightface.detector_weights": self.insightface.detector_weights,
+                                 "insightface.landmark_weights": self.insightface.landmark_weights}}[self.backend]
+        return {f"{prefix}{key}": uri for key, uri in files.items() if uri}
+
     def validate(self) -> None:
         for key, value, allowed in (
             ("backend", self.backend, BACKENDS),

@@ -7,6 +7,7 @@ The edit, encode and preprocessing jobs, the training driver, `dva eval` and `dv
 from __future__ import annotations
 
 import os
+import traceback
 from typing import Callable, Optional
 
 import torch
@@ -65,3 +66,14 @@ def limit_threads(num_cpus: float) -> None:
     is per calling thread. A fixed count also keeps reductions, hence pixels, identical from run to run.
     """
     torch.set_num_threads(max(1, int(num_cpus)))
+
+
+def failure_reason(err: BaseException) -> str:
+    """What a job records for a video that failed: a project error's own message; anything else (a bug, an
+    unexpected input) with its type and the last places it passed, so it can be found."""
+    if isinstance(err, DvaError):
+        return str(err)
+    if isinstance(err, torch.OutOfMemoryError):
+        return f"out of memory ({str(err).splitlines()[0]}); lower generate.batch_frames or give the stage more memory"
+    where = "".join(traceback.format_exception(err, limit=-2)).strip().splitlines()[-3:]
+    return f"{type(err).__name__}: {err} ({' | '.join(where)})"

@@ -30,7 +30,7 @@ from dva.pipeline.manifest import read_manifest
 from dva.crops import crops_to_tensor, tensor_to_crops
 from dva.pipeline.stages import latent_key
 from dva.samples import make_sample_clip
-from dva.storage import list_files
+from dva.storage import file_stamp, list_files
 from dva.video import VideoWriter, iter_frames, probe
 
 
@@ -76,6 +76,7 @@ def test_every_good_video_is_edited_and_bad_ones_recorded(first_run, clip_folder
     assert "face" in errors["no_face.mp4"]
     assert all(len(by_video[n]) == 2 and {r["status"] for r in by_video[n]} == {"failed"} for n in errors)
     assert not [u for u in list_files(out) if "/.work/" in u or ".partial" in u]  # nothing half-written left
+    assert not Path(out, ".work").exists()  # nor empty work folders
 
 
 def test_identity_transfer_changes_the_face_only(first_run):
@@ -187,7 +188,7 @@ def test_encode_only_writes_reusable_latents(ray_local, clip_folder, tiny_checkp
     assert summary.ok == 3 and summary.unet_calls == (cfg.steps - 1) * summary.frames
     for row in (r for r in read_manifest(out).to_pylist() if r["status"] == "ok"):
         store = LatentStore(out, row["video_id"])
-        assert store.is_complete(latent_key(cfg))
+        assert store.is_complete(latent_key(cfg), file_stamp(row["video"]))
         z_id, z_lnd = store.load_codes()
         assert len(z_id) == len(z_lnd) == row["frames"] == len(store.load_track())
         x_T = np.concatenate([store.load_x_T(c) for c in range(-(-row["frames"] // cfg.chunk_frames))])
@@ -297,3 +298,17 @@ def test_classifier_and_direction_edits_run_through_the_job(first_run, clip_fold
         edited = frames_of(output_of(out, uri, spec))
         close, far = psnr(edited, single[spec]), psnr(edited, reconstruction)
         assert close > 37 and far < 30, (spec, close, far)  # the single-process edit, not the reconstruction
+
+
+@pytest.mark.slow
+def test_frames_without_a_face_are_copied_and_not_inverted(ray_local, tiny_checkpoint, tmp_path):
+    clip = make_sample_clip(tmp_path / "in" / "late.mp4", "astronaut", frames=7, face_range=(2, 6))
+    out = str(tmp_path / "out")
+    cfg, summary = run(str(clip), out, tiny_checkpoint, "edits=[reconstruct]")
+    assert summary.ok == 1 and summary.frames == 4  # frames 0, 1 and 6 hold no face: only 4 go through the UNet
+    assert summary.unet_calls == (2 * cfg.steps - 1) * 4
+    row = read_manifest(out).to_pylist()[0]
+    assert row["frames"] == 7
+    source, edited = frames_of(clip), frames_of(row["output"])
+    for i in (0, 1, 6):  # copied, up to the noise of the H.264 encode
+        assert psnr(source[i], edited[i]) > 35
