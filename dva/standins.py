@@ -10,8 +10,9 @@ No pretrained weights can be fetched here, and speed does not depend on weight v
   `layers=(3, 4, 14, 3)`).
 - `write_fan` / `write_s3fd`: face-alignment's own FAN (2DFAN-4) and S3FD modules, saved as it stores them.
 The stand-in detectors find no face (a random detector would find hundreds, each sent to the landmark network):
-SCRFD's score head scores every anchor ≈ 0; S3FD's weights are all zero, so every anchor scores 0.5, which its 0.5
-threshold rejects.
+both score heads are set to score every anchor ≈ 0. (An all-zero S3FD scores every anchor 0.5: its threshold
+rejects them all, but only after a Python loop over every anchor above its 0.05 pre-filter, which a real S3FD
+never runs: ≈ 0.8 s per 640-px frame, which would be mistaken for the detector's cost.)
 """
 
 from __future__ import annotations
@@ -160,8 +161,13 @@ def write_fan(path: str | Path, seed: int = 0) -> Path:
 
 
 def write_s3fd(path: str | Path) -> Path:
-    """face-alignment's S3FD with all-zero weights (finds no face; costs what the real one costs)."""
+    """face-alignment's S3FD, zero weights except the background biases of its score heads: finds no face and
+    costs what the real one costs."""
     from face_alignment.detection.sfd.net_s3fd import s3fd
 
-    torch.save({k: torch.zeros_like(v).half() for k, v in s3fd().state_dict().items()}, str(path))
+    state = {k: torch.zeros_like(v) for k, v in s3fd().state_dict().items()}
+    for key, bias in state.items():
+        if key.endswith("_mbox_conf.bias"):  # channel 0 is background (conv3_3: 0-2, max-pooled), the last is face
+            bias[:-1] = 20.0
+    torch.save({k: v.half() for k, v in state.items()}, str(path))
     return Path(path)
