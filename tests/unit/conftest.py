@@ -32,3 +32,11 @@ def random_tiny_unet(tiny_config) -> UNet:
         for p in unet.parameters():
             p.copy_(torch.randn_like(p) / max(1, p[0].numel()) ** 0.5)
     return unet
+
+
+@pytest.fixture
+def interpreted_triton():
+    """Triton kernels interpreted on CPU tensors (tests/conftest.py sets TRITON_INTERPRET=1 before triton loads)."""
+    triton = pytest.importorskip("triton")
+    if not triton.knobs.runtime.interpret:
+        pytest.skip("TRITON_INTERPRET=1 was overridden: the fused kernels cannot run on CPU tensors")

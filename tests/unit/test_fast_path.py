@@ -5,7 +5,7 @@ relative L2 error of x0 after invert+generate, bf16 vs float32, is 0.93 % at N=1
 float32 path's own reconstruction error is 23 % and 11 %. bf16 keeps 8 mantissa bits (≈0.4 % per rounding); the
 clamped DDIM updates do not amplify it over 2N−1 calls. We allow 2 % and, so that a precision loss can never be
 mistaken for model error, at most a tenth of the float32 reconstruction error. channels_last only reorders float32
-reductions: 1e-4.
+reductions: 1e-4. The fused GroupNorm kernels (`generate.norm_kernels: triton`) are held to the same bounds.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dva.demo import SHIPPED_CHECKPOINT, training_set
 from dva.diffusion import ddim_generate, ddim_invert
 from dva.models.checkpoint import load_model
 from dva.models.config import ModelConfig
+from dva.models.fused_norm import use_fused_norms
 
 STEPS = 10
 
@@ -36,20 +37,27 @@ def trained(sample_clip):
     return model.unet, data["images"], cond
 
 
-def _round_trip(unet, x, cond, dtype=None, memory_format=torch.contiguous_format) -> torch.Tensor:
-    unet = unet.to(memory_format=memory_format)
+def _round_trip(unet, x, cond, dtype=None, memory_format=torch.contiguous_format, fused=False) -> torch.Tensor:
+    unet = use_fused_norms(unet.to(memory_format=memory_format), "cpu", enabled=fused)
     x = x.contiguous(memory_format=memory_format)
     try:
         x_T = ddim_invert(unet, x, cond, STEPS, autocast_dtype=dtype)
         return ddim_generate(unet, x_T, cond, STEPS, autocast_dtype=dtype)
     finally:
-        unet.to(memory_format=torch.contiguous_format)
+        use_fused_norms(unet.to(memory_format=torch.contiguous_format), "cpu", enabled=False)
 
 
-def test_bf16_autocast_matches_float32_within_measured_tolerance(trained):
+# The fused GroupNorm chains (generate.norm_kernels: triton) run interpreted here: ≈ 3 min, hence slow.
+NORM_KERNELS = ["eager", pytest.param("triton", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("norm_kernels", NORM_KERNELS)
+def test_bf16_autocast_matches_float32_within_measured_tolerance(trained, norm_kernels, request):
     unet, x, cond = trained
+    if norm_kernels == "triton":
+        request.getfixturevalue("interpreted_triton")
     fp32 = _round_trip(unet, x, cond)
-    bf16 = _round_trip(unet, x, cond, torch.bfloat16)
+    bf16 = _round_trip(unet, x, cond, torch.bfloat16, fused=norm_kernels == "triton")
     assert torch.isfinite(bf16).all()
     model_error = _relative(fp32, x)
     precision_error = _relative(bf16, fp32)
@@ -61,6 +69,14 @@ def test_channels_last_matches_float32(trained):
     unet, x, cond = trained
     fp32 = _round_trip(unet, x, cond)
     assert _relative(_round_trip(unet, x, cond, memory_format=torch.channels_last), fp32) < 1e-4
+
+
+@pytest.mark.slow
+def test_fused_norms_in_float32_match_eager(trained, interpreted_triton):
+    """Only the order of float32 sums differs: the channels_last bound."""
+    unet, x, cond = trained
+    fp32 = _round_trip(unet, x, cond)
+    assert _relative(_round_trip(unet, x, cond, memory_format=torch.channels_last, fused=True), fp32) < 1e-4
 
 
 def test_final_eps_is_float32_under_autocast(trained):
