@@ -51,8 +51,9 @@ def test_suite_runs_every_section_on_cpu(tmp_path):
     assert sampling["generate_only_fps"] > sampling["frames_per_s"]  # N calls instead of 2N−1
     accuracy = {r["name"].split(" vs ")[0]: r for r in _rows(report, "accuracy")}
     assert set(accuracy) == {"bf16 NCHW eager", "bf16 NCHW fused eager"}
-    for row in accuracy.values():
-        assert 0 < row["eps_relative"] < 0.05 and 0 < row["x0_relative"] < 0.1 < row["fp32_reconstruction_error"]
+    row = accuracy["bf16 NCHW eager"]
+    assert 0 < row["eps_relative"] < 0.05 and 0 < row["x0_relative"] < 0.1 < row["fp32_reconstruction_error"]
+    assert "interpreted" in accuracy["bf16 NCHW fused eager"]["skipped"]  # too slow here; on CUDA it is measured
     assert _rows(report, "stage B")[0]["frames"] == 8
     job = _rows(report, "job")[0]
     assert job["frames"] == 12 and job["second_edit_calls_per_frame"] == 10.0  # local_tiny: N=10
