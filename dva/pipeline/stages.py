@@ -20,6 +20,7 @@ from dva.models.checkpoint import load_model
 from dva.pipeline.config import EditJobConfig
 from dva.editing.edits import parse_edit
 from dva.pipeline.edits import EditResolver
+from dva.pipeline.fast_unet import prepare_unet
 from dva.pipeline.generate import generate_chunks
 from dva.pipeline.latents import LatentKey, LatentStore
 from dva.pipeline.prepare import VideoTask, failed_row, prepare_video
@@ -106,8 +107,7 @@ class GenerateStage:
         # channels_last is the fast layout for convolutions on GPU tensor cores; CPU kernels prefer NCHW.
         self.memory_format = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
-        if cfg.generate.compile:
-            self.model.unet = torch.compile(self.model.unet, dynamic=False)
+        self.model.unet = prepare_unet(self.model.unet, cfg.generate, self.device)
         self.dtype = autocast_dtype(cfg.precision, self.device)
 
     def __call__(self, batch: dict) -> dict:

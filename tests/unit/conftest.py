@@ -40,3 +40,11 @@ def official_vectors():
     from reference_vectors import require_vectors
 
     return require_vectors()
+
+
+@pytest.fixture
+def interpreted_triton():
+    """Triton kernels interpreted on CPU tensors (tests/conftest.py sets TRITON_INTERPRET=1 before triton loads)."""
+    triton = pytest.importorskip("triton")
+    if not triton.knobs.runtime.interpret:
+        pytest.skip("TRITON_INTERPRET=1 was overridden: the fused kernels cannot run on CPU tensors")
