@@ -15,9 +15,10 @@ import argparse
 import time
 
 import torch
-from unet_throughput import count_gflops, peak_memory_mb
+from unet_throughput import peak_memory_mb  # benchmarks/ is on sys.path when this runs as a script
 
 from dva.models.autoencoder import DiffusionVideoAutoencoder
+from dva.models.unet import count_gflops
 from dva.models.config import EncoderConfig
 from dva.train.config import load_train_config
 from dva.diffusion import autocast_dtype

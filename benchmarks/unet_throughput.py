@@ -11,23 +11,11 @@ import resource
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from dva.config import load_config
 from dva.diffusion import ddim_generate, ddim_invert
 from dva.models.config import ModelConfig
-from dva.models.unet import UNet
-
-
-def count_gflops(cfg: ModelConfig) -> tuple[int, float]:
-    """Parameters and GFLOPs (2 per multiply-add) of one single-image forward, on the meta device: no memory used."""
-    with torch.device("meta"):
-        unet = UNet(cfg.unet)
-        s = cfg.unet.image_size
-        counter = FlopCounterMode(display=False)
-        with counter:
-            unet(torch.empty(1, 3, s, s), torch.tensor([500]), torch.empty(1, cfg.z_face_dim))
-    return sum(p.numel() for p in unet.parameters()), counter.get_total_flops() / 1e9
+from dva.models.unet import UNet, count_gflops
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("dva.train.ray_train:main", "train the autoencoder on Ray Train (DDP, checkpoints, resume)"),
     "train-classifier": ("dva.editing.classifier_job:main",
                          "attribute classifiers on z_id from annotated face images (for classifier edits)"),
+    "check": ("dva.preflight.cli:main",
+              "pre-flight check of a job (config, weights, inputs, output, resources, plan); starts nothing"),
     "face-crop": ("dva.face.crop_video:cli", "write the aligned face-crop video and quads of one video"),
     "convert-reference": ("dva.models.reference.convert:cli", "convert the released reference DVA checkpoint"),
 }
@@ -28,11 +30,18 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: dva COMMAND [ARGS]\n\ncommands:")
         for name, (_, help_) in COMMANDS.items():
             print(f"  {name:20s} {help_}")
+        print("\nEvery job command also takes --dry-run: the pre-flight check of `dva check` instead of the job.")
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"dva: unknown command {name!r}; run `dva --help` for the list", file=sys.stderr)
         return 2
+    if "--dry-run" in rest:
+        from dva.preflight.cli import check_job
+        from dva.preflight.jobs import JOBS
+
+        if name in JOBS:
+            return check_job(name, rest, prog=f"dva {name} --dry-run")
     module, fn = COMMANDS[name][0].split(":")
     try:
         return int(getattr(importlib.import_module(module), fn)(rest) or 0)

@@ -5,7 +5,7 @@
 
 import sys
 
-from dva.pipeline.edit_job import main
+from dva.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["edit", *sys.argv[1:]]))

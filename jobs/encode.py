@@ -5,7 +5,7 @@
 
 import sys
 
-from dva.pipeline.edit_job import encode_main
+from dva.cli import main
 
 if __name__ == "__main__":
-    sys.exit(encode_main())
+    sys.exit(main(["encode", *sys.argv[1:]]))

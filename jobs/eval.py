@@ -5,7 +5,7 @@
 
 import sys
 
-from dva.evaluation.job import main
+from dva.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["eval", *sys.argv[1:]]))

@@ -5,7 +5,7 @@
 
 import sys
 
-from dva.train.preprocess import main
+from dva.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["preprocess", *sys.argv[1:]]))

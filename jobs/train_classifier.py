@@ -6,7 +6,7 @@
 
 import sys
 
-from dva.editing.classifier_job import main
+from dva.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["train-classifier", *sys.argv[1:]]))

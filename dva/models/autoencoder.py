@@ -18,16 +18,16 @@ from dva.models.unet import UNet
 TRAINABLE_PREFIXES = ("z_face.", "unet.")
 
 
-def build_face_parser(cfg: EncoderConfig | None) -> nn.Module | None:
+def build_face_parser(cfg: EncoderConfig | None, config_key: str = "face_parser") -> nn.Module | None:
     """The configured face parser (masks for the training loss and for pasting edits), or None without one."""
     if cfg is None:
         return None
     if cfg.kind != "reference_bisenet":
         raise ConfigError(
-            f"config key `face_parser.kind`: unknown face parser {cfg.kind!r}; known: ['reference_bisenet']")
+            f"config key `{config_key}.kind`: unknown face parser {cfg.kind!r}; known: ['reference_bisenet']")
     from dva.models.reference.bisenet import build_face_parser as build_bisenet
 
-    return build_bisenet(cfg, "face_parser")
+    return build_bisenet(cfg, config_key)
 
 
 class DiffusionVideoAutoencoder(nn.Module):

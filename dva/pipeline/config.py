@@ -19,8 +19,10 @@ from dva.editing.clip_direction import ClipEditConfig
 from dva.errors import ConfigError
 from dva.face.config import FaceConfig
 from dva.models.config import ModelConfig
+from dva.models.fused_norm import NORM_KERNELS
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -48,6 +50,29 @@ class GenerateStageConfig(StageConfig):
     # torch.compile the UNet once per actor (static shapes: every batch is padded to batch_frames). dva256 on an
     # H200: 290 vs 80 TFLOP/s eager, after ≈80 s of compilation; worth it on GPU, not for short CPU runs.
     compile: bool = False
+    compile_mode: str = "default"  # torch.compile's `mode` (see COMPILE_MODES)
+    compile_fullgraph: bool = True  # a graph break fails the compile instead of running part of the UNet eagerly
+    coordinate_descent_tuning: bool = False  # Inductor's extra search over each generated kernel's launch config
+    # A local folder (e.g. on a node's disk shared by its actors) for Inductor's FX-graph, AOT-autograd and kernel
+    # caches: the stage-B actors of a job, pass 2 of a clip job and later jobs load the compiled UNet from it instead
+    # of compiling again. null: torch's default (/tmp/torchinductor_<user>).
+    compile_cache_dir: Optional[str] = None
+    # cuDNN times its convolution algorithms once per shape and keeps the fastest (batches have one shape). The
+    # pick can differ between processes, and with it the rounding: false keeps GPU pixels identical run to run.
+    cudnn_benchmark: bool = True
+    # GroupNorm chains (norm → modulation → SiLU): `eager` (PyTorch ops, the reference) or `triton` (fused kernels,
+    # dva.models.fused_norm; CUDA only).
+    norm_kernels: str = "eager"
+
+    def validate(self) -> None:
+        if self.compile_mode not in COMPILE_MODES:
+            raise ConfigError(f"config key `generate.compile_mode`: {self.compile_mode!r} is not one of "
+                              f"{COMPILE_MODES}")
+        if self.compile_cache_dir is not None and "://" in self.compile_cache_dir:
+            raise ConfigError(f"config key `generate.compile_cache_dir`: {self.compile_cache_dir!r} is not a local "
+                              f"folder (Inductor's caches are files on the node)")
+        if self.norm_kernels not in NORM_KERNELS:
+            raise ConfigError(f"config key `generate.norm_kernels`: {self.norm_kernels!r} is not one of {NORM_KERNELS}")
 
 
 @dataclass
@@ -107,6 +132,8 @@ class EditJobConfig:
         for key, stage in (("frontend", self.frontend), ("generate", self.generate), ("writer", self.writer)):
             if stage.actors < 1 or (stage.min_actors is not None and not 1 <= stage.min_actors <= stage.actors):
                 raise ConfigError(f"config key `{key}.actors`: need 1 <= min_actors <= actors")
+        self.face.check_device(self.frontend.num_gpus)
+        self.generate.validate()
         self.clip_edit.validate("clip_edit.")
 
 

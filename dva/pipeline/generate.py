@@ -19,6 +19,7 @@ from dva.diffusion.inversion import InversionConfig, invert as invert_x0
 from dva.models.autoencoder import DiffusionVideoAutoencoder
 from dva.pipeline.latents import LatentStore
 from dva.pipeline.manifest import edit_id
+from dva.pipeline.runtime import failure_reason
 from dva.crops import crops_to_tensor, tensor_to_crops
 from dva.storage import join, write_bytes_atomic
 
@@ -27,10 +28,10 @@ def work_uri(output: str, video_id: str, edit: str, chunk: int) -> str:
     return join(output, ".work", video_id, edit_id(edit), f"{chunk:06d}.npy")
 
 
-def _result(row: dict, edit: str, frames: int = 0, unet_calls: int = 0) -> dict:
+def _result(row: dict, edit: str, frames: int = 0, unet_calls: int = 0, error: str = "") -> dict:
     return {"video_id": row["video_id"], "uri": row["uri"], "key": row["key"], "edit": edit,
             "chunk": row["chunk"], "num_chunks": row["num_chunks"], "num_frames": row["num_frames"],
-            "frames": frames, "unet_calls": unet_calls, "error": row["error"]}
+            "frames": frames, "unet_calls": unet_calls, "error": error or row["error"]}
 
 
 def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -58,17 +59,42 @@ def _in_batches(fn, x: torch.Tensor, cond: torch.Tensor, batch: int, memory_form
     return torch.cat(out)
 
 
-def generate_chunks(model: DiffusionVideoAutoencoder, rows: list[dict], *, output: str, steps: int,
-                    batch_frames: int, store_latents: bool, device: torch.device,
-                    autocast_dtype: Optional[torch.dtype],
-                    inversion: InversionConfig,
-                    memory_format: torch.memory_format = torch.contiguous_format) -> list[dict]:
+def generate_chunks(model: DiffusionVideoAutoencoder, rows: list[dict], *, device: torch.device,
+                    **settings) -> list[dict]:
     """Process stage-A rows; return one small row per (chunk, edit) saying what was written (or the error).
-    Chunks without a stored x_T are inverted by `inversion`; every edit is an N-step DDIM generation."""
+
+    A failure is contained per video: when a batch that mixes videos fails (a missing x_T chunk, a storage error,
+    out of memory), each of its videos is run again on its own, with the device's cached memory released first, so
+    only the video that fails again gets error rows (one per chunk of it in the batch) and the others finish.
+    """
     results = [_result(r, "") for r in rows if r["error"]]
     rows = [r for r in rows if not r["error"]]
     if not rows:
         return results
+    try:
+        return results + _generate(model, rows, device=device, **settings)
+    except Exception as err:
+        if len({r["video_id"] for r in rows}) == 1:
+            return results + [_result(r, "", error=failure_reason(err)) for r in rows]
+    by_video: dict[str, list[dict]] = {}
+    for r in rows:
+        by_video.setdefault(r["video_id"], []).append(r)
+    for video_rows in by_video.values():
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        try:
+            results += _generate(model, video_rows, device=device, **settings)
+        except Exception as err:
+            results += [_result(r, "", error=failure_reason(err)) for r in video_rows]
+    return results
+
+
+def _generate(model: DiffusionVideoAutoencoder, rows: list[dict], *, output: str, steps: int, batch_frames: int,
+              store_latents: bool, inversion: InversionConfig, device: torch.device,
+              autocast_dtype: Optional[torch.dtype],
+              memory_format: torch.memory_format = torch.contiguous_format) -> list[dict]:
+    """Chunks without a stored x_T are inverted by `inversion`; every edit is an N-step DDIM generation."""
+    results = []
 
     def invert(x, c):
         return invert_x0(inversion, model, x, c, steps, autocast_dtype=autocast_dtype)

@@ -53,6 +53,7 @@ class PreprocessJobConfig:
         if self.frontend.actors < 1 or (self.frontend.min_actors is not None
                                         and not 1 <= self.frontend.min_actors <= self.frontend.actors):
             raise ConfigError("config key `frontend.actors`: need 1 <= min_actors <= actors")
+        self.face.check_device(self.frontend.num_gpus)
 
 
 @dataclass

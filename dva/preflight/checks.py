@@ -1,0 +1,285 @@
+"""The checks every job shares. Each records findings in a `Report` and never raises, so one run lists every
+problem. Weight files are loaded by the jobs' own loaders inside `no_remote_fetch()`: a local file is loaded
+exactly as a job would load it; a remote one is checked to exist and left where it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from dva.errors import DvaError, MissingWeightsError
+from dva.models.config import ModelConfig
+from dva.preflight.report import FAIL, OK, WARN, Report, describe_error, megabytes
+from dva.storage import (NotFetched, exists, is_remote, join, no_remote_fetch, open_file, redact, remove_prefix,
+                         size, write_bytes_atomic)
+
+# Leaf names of config keys that name a weight file (or a folder of them).
+FILE_KEYS = ("weights", "detector_weights", "landmark_weights", "predictor", "checkpoint", "lpips_weights")
+_MAX_HEADER_BYTES = 100_000_000  # a safetensors header beyond this is not one (dva256's is ≈ 60 kB)
+
+
+def configured_files(node, prefix: str) -> list[tuple[str, str]]:
+    """(config key, location) of every weight file set under the config dataclass `node`."""
+    found = []
+    for f in dataclasses.fields(node):
+        value, key = getattr(node, f.name), f"{prefix}.{f.name}"
+        if dataclasses.is_dataclass(value):
+            found += configured_files(value, key)
+        elif f.name in FILE_KEYS and isinstance(value, str) and value:
+            found.append((key, value))
+    return found
+
+
+def face_files(face) -> list[tuple[str, str]]:
+    """The weight files of the face back end in use (the other back ends' keys are not read by the job)."""
+    return configured_files(getattr(face, face.backend), f"face.{face.backend}")
+
+
+def check_files_exist(report: Report, files: Sequence[tuple[str, str]]) -> None:
+    """Every configured file exists (local path or object): all of them, before any loader stops at the first."""
+    for key, uri in files:
+        if not report.step(key, lambda uri=uri, key=key: _exists(uri, key)):
+            report.missing_keys.add(key)
+
+
+def _exists(uri: str, key: str) -> str:
+    if not exists(uri):
+        raise MissingWeightsError(uri, key)
+    return f"{uri} exists" + ("" if Path(uri).is_dir() else f" ({megabytes(size(uri))})")
+
+
+def check_loads(report: Report, key: str, build: Callable[[], object]) -> None:
+    """Run a job's loader for `key` without downloading anything; ok names what it built."""
+    def run() -> str:
+        try:
+            with no_remote_fetch():
+                built = build()
+        except (DvaError, NotFetched):
+            raise
+        except Exception as err:  # e.g. a preset naming a module that is not there: a finding, not a traceback
+            raise DvaError(f"cannot be built: {describe_error(err)}") from None
+        return f"loaded ({type(built).__name__})"
+
+    if not report.is_missing(key):
+        report.step(key, run)
+
+
+# --- the model ----------------------------------------------------------------------------------------------------
+
+
+def check_model(report: Report, cfg: ModelConfig, prefix: str = "model", with_unet: bool = True) -> None:
+    """The checkpoint fits the model config (keys, shapes, format: from its header, see `checkpoint_fits`), and
+    each frozen network it does not hold loads from its own weight file through the encoder registry."""
+    from dva.models.autoencoder import build_face_parser
+    from dva.models.encoders import build_encoder
+
+    held: set[str] = set()
+    key = f"{prefix}.checkpoint"
+    if cfg.checkpoint and not report.is_missing(key):
+        report.step(key, lambda: checkpoint_fits(cfg, key, with_unet, held))
+    for role, kind in (("identity_encoder", "identity"), ("landmark_encoder", "landmark")):
+        if role not in held:
+            check_loads(report, f"{prefix}.{role}",
+                        lambda role=role, kind=kind: build_encoder(getattr(cfg, role), f"{prefix}.{role}", kind))
+    if cfg.face_parser is not None and "face_parser" not in held:
+        check_loads(report, f"{prefix}.face_parser",
+                    lambda: build_face_parser(cfg.face_parser, f"{prefix}.face_parser"))
+
+
+def checkpoint_fits(cfg: ModelConfig, key: str, with_unet: bool, held: set[str]) -> str:
+    """What `load_model` checks of a checkpoint, without reading its tensors; adds to `held` the frozen networks
+    the file holds.
+
+    A dva checkpoint (safetensors, dva256 ≈ 760 MB) is judged by its header: the `format` metadata, every key and
+    shape (compared with the model built on the meta device, as `load_model` compares them) and the data length
+    the header declares against the file's size, which catches a truncated upload. That is everything `load_model`
+    rejects a file for except corrupt tensor bytes, for a few kB read (a ranged read on S3, nothing downloaded).
+    A reference Lightning `.ckpt` is read memory-mapped by the job's own reader, which touches no tensor data.
+    """
+    from dva.models.autoencoder import TRAINABLE_PREFIXES
+    from dva.models.checkpoint import FORMAT, describe_mismatch
+    from dva.models.reference.convert import meta_model, reference_parts, reference_state_dict
+
+    uri = str(cfg.checkpoint)
+    if uri.endswith(".ckpt"):
+        with no_remote_fetch():
+            shapes = {k: tuple(v.shape) for k, v in reference_state_dict(uri, cfg.use_ema, key).items()}
+        how = "reference checkpoint read memory-mapped"
+    else:
+        shapes, meta, data_bytes = safetensors_header(uri, key)
+        if meta.get("format") != FORMAT:
+            raise MissingWeightsError(uri, key, f"lacks the `format: {FORMAT}` metadata; convert reference "
+                                                "checkpoints with `dva convert-reference`")
+        how = f"header read, {megabytes(data_bytes)} of tensors not loaded"
+    state = {k: torch.empty(s, device="meta") for k, s in shapes.items()}
+    expected = {k: v for k, v in meta_model(cfg).trainable_state_dict().items()
+                if with_unet or not k.startswith("unet.")}
+    prefixes = TRAINABLE_PREFIXES if with_unet else tuple(p for p in TRAINABLE_PREFIXES if p != "unet.")
+    problem = describe_mismatch(expected, state, prefixes)
+    if problem:
+        raise MissingWeightsError(uri, key, f"does not fit model config {cfg.name!r}: {problem}")
+    with torch.device("meta"):
+        parts = reference_parts(cfg, state, uri, key)
+    held.update(parts)
+    holds = f"; holds the {', '.join(sorted(parts))} weights" if parts else ""
+    return f"{uri}: {how}; its {len(expected)} trained tensors fit model {cfg.name!r}{holds}"
+
+
+def safetensors_header(uri: str, key: str) -> tuple[dict[str, tuple[int, ...]], dict[str, str], int]:
+    """(shape of each tensor, metadata, bytes of tensor data) of a safetensors file, from its header alone."""
+    with open_file(uri) as f:
+        head = f.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else 0
+        if not 2 <= length <= _MAX_HEADER_BYTES:
+            raise MissingWeightsError(uri, key, "is not a safetensors file (no header)")
+        try:
+            header = json.loads(f.read(length))
+            meta = header.pop("__metadata__", None) or {}
+            shapes = {k: tuple(v["shape"]) for k, v in header.items()}
+            data_bytes = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise MissingWeightsError(uri, key, f"is not a readable safetensors file ({err})") from None
+    actual = size(uri)
+    if actual < 8 + length + data_bytes:
+        raise MissingWeightsError(uri, key, f"is truncated: {actual} bytes, its header describes "
+                                            f"{8 + length + data_bytes}; upload it again")
+    return shapes, meta, data_bytes
+
+
+# --- inputs and outputs ------------------------------------------------------------------------------------------
+
+
+def check_output(report: Report, key: str, prefix: str) -> bool:
+    """A probe object is written under `prefix` the way jobs write (through `.partial/`), then deleted."""
+    return report.step(key, lambda: _probe_write(prefix))
+
+
+def _probe_write(prefix: str) -> str:
+    probe = join(prefix, f".dva-check-{uuid.uuid4().hex[:12]}")
+    created = [] if is_remote(prefix) else _absent_folders(Path(prefix.removeprefix("file://")).expanduser())
+    try:
+        write_bytes_atomic(probe, b"written by `dva check`; safe to delete\n")
+        remove_prefix(probe)
+    except DvaError:
+        with contextlib.suppress(OSError, DvaError):
+            remove_prefix(probe)
+        raise
+    finally:
+        for folder in created:  # leave no folder behind that the check made (only empty ones go)
+            with contextlib.suppress(OSError, DvaError):
+                folder.rmdir()
+    return f"{prefix} is writable (a probe object was written and deleted)"
+
+
+def _absent_folders(folder: Path) -> list[Path]:
+    """`folder` and those of its parents that do not exist yet, deepest first."""
+    absent = []
+    while not folder.exists() and folder.parent != folder:
+        absent.append(folder)
+        folder = folder.parent
+    return absent
+
+
+# --- resources ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    """`least`..`most` Ray actors (or workers, or tasks) of one stage, each holding `cpus` CPUs and `gpus` GPUs."""
+
+    key: str  # the config key that sets it, e.g. `generate`
+    least: int
+    most: int
+    cpus: float
+    gpus: float
+
+    @staticmethod
+    def of_stage(key: str, stage) -> Request:
+        """From a `StageConfig`: an autoscaling pool needs `min_actors` to start, `actors` at full size."""
+        least = stage.actors if stage.min_actors is None else stage.min_actors
+        return Request(key, least, stage.actors, stage.num_cpus, stage.num_gpus)
+
+
+def _totals(requests: Sequence[Request], count: Callable[[Request], int]) -> tuple[float, float]:
+    return (sum(count(r) * r.cpus for r in requests), sum(count(r) * r.gpus for r in requests))
+
+
+def _describe(requests: Sequence[Request]) -> str:
+    return "; ".join(f"{r.key}: {r.least}{'' if r.least == r.most else f'-{r.most}'} × ({r.cpus:g} CPU, "
+                     f"{r.gpus:g} GPU)" for r in requests)
+
+
+def check_resources(report: Report, address: Optional[str], requests: Sequence[Request]) -> None:
+    """The stages' actors against what Ray would give them, without starting any work.
+
+    No address (config `ray_address` or RAY_ADDRESS): the job starts Ray on this machine, whose CPUs and GPUs are
+    fixed, so a job that cannot place its smallest pools would wait forever: FAIL. A reachable cluster: compared
+    with `ray.cluster_resources()` now, as a warning, because an autoscaling cluster (KubeRay, the launcher) adds
+    nodes on demand. An unreachable one: not checked, said so.
+    """
+    address = address or os.environ.get("RAY_ADDRESS")
+    asked = _describe(requests)
+    if not address:
+        have = {"CPU": float(len(os.sched_getaffinity(0))), "GPU": float(torch.cuda.device_count())}
+        _compare(report, requests, have, "this machine (a local Ray, as the job would start)", fixed=True)
+        return
+    resources = _cluster_resources(address)
+    if isinstance(resources, str):
+        report.add(WARN, "resources", f"not checked: {resources}. Requested: {asked}")
+        return
+    _compare(report, requests, resources, f"the cluster at {redact(address)} now", fixed=False)
+
+
+def _compare(report: Report, requests: Sequence[Request], have: dict, where: str, fixed: bool) -> None:
+    cpus, gpus = have.get("CPU", 0.0), have.get("GPU", 0.0)
+    least_cpu, least_gpu = _totals(requests, lambda r: r.least)
+    most_cpu, most_gpu = _totals(requests, lambda r: r.most)
+    summary = (f"{where}: {cpus:g} CPU, {gpus:g} GPU; the job needs {least_cpu:g} CPU, {least_gpu:g} GPU to "
+               f"start and {most_cpu:g} CPU, {most_gpu:g} GPU at full size ({_describe(requests)})")
+    if least_cpu > cpus or least_gpu > gpus:
+        if fixed:
+            report.add(FAIL, "resources", f"{summary}; lower the stages' `actors`/`min_actors`, `num_cpus`, "
+                                          "`num_gpus`, or set `ray_address` to a cluster")
+        else:
+            report.add(WARN, "resources", f"{summary}; fine only if the cluster autoscales to it")
+    elif most_cpu > cpus or most_gpu > gpus:
+        report.add(WARN, "resources", f"{summary}; the pools will not all reach full size"
+                                      + ("" if fixed else " unless the cluster grows"))
+    else:
+        report.add(OK, "resources", summary)
+
+
+def _cluster_resources(address: str) -> dict | str:
+    """`ray.cluster_resources()` of the cluster at `address` (connected as a driver, nothing scheduled, then
+    disconnected), or why it could not be read."""
+    if address.startswith(("http://", "https://")):
+        return (f"{redact(address)} is a dashboard / job-submission address; run the check as the job's "
+                "entrypoint (`--dry-run` in `ray job submit`) or with the cluster's GCS address")
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if host and port.isdigit():
+        try:
+            socket.create_connection((host, int(port)), timeout=3).close()
+        except OSError as err:
+            return f"Ray at {redact(address)} is not reachable from here ({err})"
+    import ray
+
+    if ray.is_initialized():
+        return dict(ray.cluster_resources())
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+    except Exception as err:  # ConnectionError, version mismatch, auth: not checked, and why
+        return f"cannot connect to Ray at {redact(address)} ({type(err).__name__}: {redact(err)})"
+    try:
+        return dict(ray.cluster_resources())
+    finally:
+        ray.shutdown()
