@@ -7,6 +7,7 @@ files, then `key=value` overrides, and validates the result before any work star
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
@@ -20,9 +21,14 @@ T = TypeVar("T")
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
+# omegaconf appends where the error happened (`full_key: ...`, `object_type=...`): our message names the key already.
+_OMEGACONF_CONTEXT = re.compile(r"^\s+(full_key:|reference_type=|object_type=)")
+
+
 def _describe(err: OmegaConfBaseException) -> str:
     key = getattr(err, "full_key", None) or getattr(err, "key", None)
-    msg = getattr(err, "msg", None) or str(err).splitlines()[0]
+    msg = getattr(err, "msg", None) or str(err)
+    msg = "\n".join(line for line in msg.splitlines() if not _OMEGACONF_CONTEXT.match(line)).strip()
     return f"config key `{key}`: {msg}" if key else msg
 
 

@@ -2,7 +2,22 @@
 
 
 class DvaError(Exception):
-    """Base class of every error dva raises on purpose."""
+    """Base class of every error dva raises on purpose.
+
+    Errors cross process boundaries (Ray carries an actor's or task's exception to the driver by pickling it), so
+    they pickle as their message and attributes, whatever a subclass's `__init__` takes; the default would call
+    `__init__(*args)` with the one formatted message and fail for subclasses that take other arguments.
+    """
+
+    def __reduce__(self):
+        return _restore, (type(self), self.args, self.__dict__)
+
+
+def _restore(cls: type, args: tuple, state: dict) -> DvaError:
+    err = cls.__new__(cls, *args)
+    err.args = args
+    err.__dict__.update(state)
+    return err
 
 
 class ConfigError(DvaError):

@@ -37,7 +37,9 @@ _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://")
 _USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.\-]*://)[^/\s@?#]+@")
 _SECRET_PARAM = re.compile(
     r"(?i)([?&;](?:x-amz-[a-z\-]+|signature|awsaccesskeyid|sig|token|access_token|security[-_]token|credential"
-    r"|password|secret|api_?key)=)[^&#\s\"']+"
+    r"|password|secret|api_?key)=)"
+    # the value: URL-safe characters only (dots inside, as in JWTs), so the `)`, `,`, `;` or `.` after it stays
+    r"[\w%~+/=\-]+(?:\.[\w%~+/=\-]+)*"
 )
 _AWS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b")
 _SECRET_ENV_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|ACCESS_KEY|API_KEY|PRIVATE_KEY", re.I)
@@ -85,8 +87,51 @@ def no_remote_fetch() -> Iterator[None]:
         _FETCH_ALLOWED.reset(token)
 
 
+def file_stamp(uri: str | Path) -> str:
+    """What changes when the file (or object) at `uri` is replaced: its size and ETag (object stores) or
+    modification time (file systems), as a short string."""
+    fs, path = _fs(uri)
+    with _reporting(uri, "check"):
+        fs.invalidate_cache(path)
+        info = fs.info(path)
+    tag = info.get("ETag") or info.get("etag") or _modified(info)
+    return f"{info.get('size')}-{str(tag).strip(chr(34))}"
+
+
+_DIGESTS: dict[tuple[str, str], str] = {}
+
+
+def content_digest(uri: str | Path) -> str:
+    """An id of the bytes at `uri` (of every file's name and bytes, for a folder): SHA-256, computed once per process
+    for each (location, `file_stamp`), so a file replaced at the same location gets a new digest and an unchanged one
+    is not read again. An object store's object is identified by its size and ETag instead, which its server derives
+    from the bytes: the driver of a job never downloads a checkpoint only to hash it."""
+    fs, path = _fs(uri)
+    with _reporting(uri, "check"):
+        fs.invalidate_cache(path)
+        is_folder = fs.isdir(path)
+        info = None if is_folder else fs.info(path)
+    if is_folder:
+        files = list_files(uri)
+        parts = [f"{f[len(str(uri).rstrip('/')):]}={content_digest(f)}" for f in files]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    etag = (info.get("ETag") or info.get("etag")) if is_remote(str(uri)) else None
+    if etag:
+        return f"etag:{info.get('size')}-{str(etag).strip(chr(34))}"
+    key = (canonical_uri(uri), file_stamp(uri))
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open_file(uri) as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
 def local_path(uri: str | Path | None, *, config_key: str, sha256: str | None = None) -> Path:
-    """Return a local file for `uri`, downloading a remote object once into the cache (see `no_remote_fetch`).
+    """Return a local file for `uri`, downloading a remote object once into the cache per version of the object
+    (keyed by its location and `file_stamp`: an object replaced at the same URI is fetched again; see also
+    `no_remote_fetch`).
 
     Raises MissingWeightsError naming `uri` and `config_key` when the file is absent, unreachable or fails its checksum.
     """
@@ -100,7 +145,11 @@ def local_path(uri: str | Path | None, *, config_key: str, sha256: str | None = 
         if sha256 and sha256_of(path) != sha256.lower():
             raise MissingWeightsError(uri, config_key, f"SHA-256 differs from the configured {sha256}")
         return path
-    key = hashlib.sha256(uri.encode()).hexdigest()[:16]
+    try:
+        stamp = file_stamp(uri)
+    except StorageError:  # absent or unreachable: the fetch below says which
+        stamp = ""
+    key = hashlib.sha256(f"{uri}\n{stamp}".encode()).hexdigest()[:16]
     target = cache_dir() / "weights" / key / Path(uri.rstrip("/")).name
     if target.is_file() and (not sha256 or sha256_of(target) == sha256.lower()):
         return target
@@ -124,6 +173,14 @@ def local_path(uri: str | Path | None, *, config_key: str, sha256: str | None = 
         raise MissingWeightsError(uri, config_key, f"SHA-256 differs from the configured {sha256}")
     shutil.move(tmp, target)
     return target
+
+
+def check_weight_files(files: dict[str, str]) -> None:
+    """Raise MissingWeightsError for the first of {config key: URI} whose file (or folder) does not exist: a job
+    calls it before it starts workers, so a wrong path is one clear error instead of a failure in every worker."""
+    for config_key, uri in files.items():
+        if not exists(uri):
+            raise MissingWeightsError(redact(uri), config_key)
 
 
 # --- errors and credentials -----------------------------------------------------------------------------------
@@ -330,6 +387,13 @@ def remove_prefix(prefix: str | Path) -> None:
         if fs.exists(path):
             fs.rm(path, recursive=True)
         fs.invalidate_cache(path)
+
+
+def remove_empty_folder(uri: str | Path) -> None:
+    """Remove the local folder `uri` if it is empty (object stores have no folders to leave behind)."""
+    if not is_remote(str(uri)):
+        with contextlib.suppress(OSError):  # not empty (another writer's files), or already gone
+            os.rmdir(str(uri).removeprefix("file://"))
 
 
 def _modified(info: dict) -> float | None:

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+
+# The Triton kernels (dva.models.fused_norm) run interpreted on CPU tensors. Triton fixes the mode when it is first
+# imported (torch.compile imports it too), so it is set here, before any test, and inherited by subprocesses.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
 

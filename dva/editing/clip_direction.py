@@ -13,6 +13,10 @@ Directions are cached under `output_prefix`, keyed by a hash of the model (confi
 mask, the prompts and the settings: the same request again reads the file instead of optimising.
 
 CLIP comes from open_clip with a local weight file (`clip.weights`, a path or s3:// URI); nothing is downloaded.
+The paper's CLIP is OpenAI's ViT-B/16, trained with QuickGELU, so the default architecture is `ViT-B-16-quickgelu`
+(right for open_clip-format files of OpenAI's weights, which look like any other open_clip file). OpenAI's own
+TorchScript files (`ViT-B-16.pt`) are recognised and always built with QuickGELU. Weights trained with plain GELU
+(LAION, DataComp) need the plain architecture name, e.g. `ViT-B-16`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import os
 import re
 import tempfile
 import time
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -33,7 +39,8 @@ import torch
 from torch import nn
 
 from dva.config import load_config, to_yaml
-from dva.diffusion.ddim import DDIMScheduler, ddim_generate, ddim_invert
+from dva.diffusion.ddim import DDIMScheduler, ddim_generate
+from dva.diffusion.inversion import InversionConfig, invert
 from dva.editing.artifact import digest, identity_encoder_id, l2norm
 from dva.editing.direction import FORMAT as DIRECTION_FORMAT
 from dva.editing.direction import EditDirection
@@ -50,9 +57,13 @@ TINY_CLIP_CONFIG = {
 }
 
 
+# Entries of OpenAI's TorchScript state dicts that are hyper-parameters, not weights (open_clip drops them too).
+OPENAI_HYPERPARAMETERS = ("input_resolution", "context_length", "vocab_size")
+
+
 @dataclass
 class ClipModelConfig:
-    name: str = "ViT-B-16"  # an open_clip architecture name
+    name: str = "ViT-B-16-quickgelu"  # an open_clip architecture name (OpenAI's ViT-B/16, as the paper used)
     weights: Optional[str] = None  # open_clip_pytorch_model.bin / .safetensors: local path or s3:// URI
     sha256: Optional[str] = None
 
@@ -62,6 +73,16 @@ class LossWeights:
     clip: float = 5.0
     id: float = 1.0
     l1: float = 5.0
+
+
+@dataclass
+class TaskResources:
+    """What `dva edit`'s Ray task that optimises a video's directions asks for (the job's first pass, when latents
+    are kept). Its own block: a GPU given here is not also given to every stage-A actor."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0  # a fraction shares a GPU; above 1, whole GPUs only
+    custom: dict[str, float] = field(default_factory=dict)  # Ray custom resources, e.g. {clip_node: 1}
 
 
 @dataclass
@@ -76,11 +97,13 @@ class ClipEditConfig:
     ])
     frames: list[int] = field(default_factory=lambda: [0])  # which crops give z_start and the states
     steps: int = 5  # the DDIM schedule the states live on: 5 → t ∈ {0, 200, 400, 600, 800}
+    inversion: InversionConfig = field(default_factory=InversionConfig)  # how the chosen crops are inverted
     iterations: int = 2000
     lr: float = 0.002
     loss_weights: LossWeights = field(default_factory=LossWeights)
     precision: str = "fp32"  # fp32 | bf16 (autocast of the UNet and CLIP forward passes)
     output_prefix: Optional[str] = None  # folder or URI for direction files; None: no cache, nothing written
+    resources: TaskResources = field(default_factory=TaskResources)
 
     def validate(self, key_prefix: str = "") -> None:
         """Check every setting; `key_prefix` (e.g. "clip_edit.") is where this config sits inside a job's config."""
@@ -89,6 +112,7 @@ class ClipEditConfig:
 
         if self.steps < 2:
             raise bad("steps", f"{self.steps} must be at least 2")
+        self.inversion.validate(f"{key_prefix}inversion.")
         if self.iterations < 1:
             raise bad("iterations", f"{self.iterations} must be at least 1")
         if not self.lr > 0:
@@ -104,6 +128,13 @@ class ClipEditConfig:
                                    f"bad: {wrong or 'none given'}")
         if not self.frames:
             raise bad("frames", "name at least one frame index")
+        amounts = {"num_cpus": self.resources.num_cpus, "num_gpus": self.resources.num_gpus,
+                   **{f"custom.{name}": v for name, v in self.resources.custom.items()}}
+        for name, amount in amounts.items():
+            if not (math.isfinite(amount) and amount >= 0):
+                raise bad(f"resources.{name}", f"{amount} must be a finite number ≥ 0")
+        if self.resources.num_gpus > 1 and not float(self.resources.num_gpus).is_integer():
+            raise bad("resources.num_gpus", f"{self.resources.num_gpus}: Ray takes a fraction of one GPU or whole GPUs")
 
 
 def load_clip_edit_config(name_or_path: str | Path = "clip", overrides: Sequence[str] = ()) -> ClipEditConfig:
@@ -178,6 +209,33 @@ class ClipDirectionalLoss(nn.Module):
         return -torch.log((1 + cos) / 2), cos
 
 
+def is_openai_archive(path: str | Path) -> bool:
+    """Whether `path` is one of OpenAI's own CLIP files: a TorchScript archive (a zip with a `constants.pkl` record,
+    the mark torch itself recognises them by), unlike open_clip's plain state dicts."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.rsplit("/", 1)[-1] == "constants.pkl" for name in archive.namelist())
+
+
+def _create_clip(name: str, path: Path, device: str | torch.device) -> nn.Module:
+    """open_clip `name` with the weights at `path`. OpenAI's TorchScript files are read for their state dict only
+    (open_clip's loader refuses them under `weights_only`; no TorchScript code is run) into the architecture built
+    with QuickGELU, the activation OpenAI trained with, whatever `name` says."""
+    import open_clip
+
+    if not is_openai_archive(path):
+        # An absolute path is never taken for a pretrained tag, so open_clip reads the file and fetches nothing.
+        model, _, _ = open_clip.create_model_and_transforms(name, pretrained=str(path.resolve()), device=device)
+        return model
+    with warnings.catch_warnings():  # torch.jit is deprecated, but OpenAI's files exist only in its format
+        warnings.simplefilter("ignore", FutureWarning)
+        state = torch.jit.load(str(path), map_location="cpu").state_dict()
+    model = open_clip.create_model(name, force_quick_gelu=True)
+    model.load_state_dict({k: v for k, v in state.items() if k not in OPENAI_HYPERPARAMETERS})
+    return model.to(device)
+
+
 def load_clip(cfg: ClipModelConfig, templates: Sequence[str], device: str | torch.device = "cpu",
               config_key: str = "clip") -> ClipDirectionalLoss:
     """open_clip `cfg.name` with the weights of the local file or URI `cfg.weights`; never downloads."""
@@ -191,8 +249,7 @@ def load_clip(cfg: ClipModelConfig, templates: Sequence[str], device: str | torc
         raise ConfigError(f"config key `{config_key}.name`: unknown open_clip architecture {cfg.name!r}; "
                           f"e.g. ViT-B-16, ViT-B-32, ViT-L-14 or {TINY_CLIP}")
     try:
-        # An absolute path is never taken for a pretrained tag, so open_clip reads the file and fetches nothing.
-        model, _, _ = open_clip.create_model_and_transforms(cfg.name, pretrained=str(path.resolve()), device=device)
+        model = _create_clip(cfg.name, path, device)
     except Exception as err:  # torch.load, safetensors and state-dict errors share no base class
         raise MissingWeightsError(str(cfg.weights), f"{config_key}.weights",
                                   f"cannot be loaded as open_clip {cfg.name} weights ({str(err)[:300]})") from None
@@ -207,9 +264,10 @@ def model_fingerprint(model: nn.Module, encoder_id: str | None = None) -> str:
 
 
 def _settings(cfg: ClipEditConfig) -> str:
-    """The settings that change the optimised Δ (the output location does not)."""
+    """The settings that change the optimised Δ (the output location and the task's resources do not)."""
     d = dataclasses.asdict(cfg)
     d.pop("output_prefix")
+    d.pop("resources")
     return json.dumps(d, sort_keys=True)
 
 
@@ -317,7 +375,7 @@ def _optimise_eval(model, crops, mask, source, target, cfg, clip, on_iteration):
     z0 = l2norm(z_start)
     with torch.no_grad():
         cond = model.face_code(z0, z_lnd)
-    states = [ddim_invert(model, crops, cond, sched, autocast_dtype=amp)]
+    states = [invert(cfg.inversion, model, crops, cond, sched, autocast_dtype=amp)]
     ddim_generate(model, states[0], cond, sched, autocast_dtype=amp,
                   callback=lambda i, t, x, x0: states.append(x))
     # Row f·S + j holds frame f's j-th state (spaced index S−1−j) and, as reference, the state one step later.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
+from dva.diffusion.inversion import InversionConfig
 from dva.errors import ConfigError
 from dva.face.config import FaceConfig
 from dva.models.config import EncoderConfig, ModelConfig
@@ -25,6 +26,7 @@ class EvalConfig:
     input: str = ""  # reconstruction: a prefix of videos or a manifest file; edit: the edit job's output prefix
     output: str = ""  # results go to <output>/eval/<mode>/; "" = `input` in edit mode
     steps: list[int] = field(default_factory=lambda: [20, 100])  # reconstruction: the DDIM step counts N
+    inversion: InversionConfig = field(default_factory=InversionConfig)  # reconstruction: how x0 → x_T is solved
     batch_frames: int = 16  # frames per UNet (or identity network) batch
     max_frames: int = 0  # reconstruction: evaluate at most this many frames per video (0 = all)
     precision: str = "auto"  # auto = bf16 autocast on GPU, fp32 on CPU
@@ -62,6 +64,7 @@ class EvalConfig:
             raise ConfigError(f"config key `device`: {self.device!r} is not one of auto, cpu, cuda")
         if not self.steps or min(self.steps) < 2:
             raise ConfigError(f"config key `steps`: {list(self.steps)} must be DDIM step counts of at least 2")
+        self.inversion.validate("inversion.")
         if self.batch_frames < 1 or self.max_frames < 0:
             raise ConfigError("config keys `batch_frames` (>= 1) and `max_frames` (>= 0, 0 = all) are out of range")
         if self.identity.kind not in IDENTITY_CROP_SIZES:

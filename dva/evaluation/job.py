@@ -41,7 +41,8 @@ def run_reconstruction(cfg: EvalConfig) -> str:
     for video in videos:
         try:
             rows += reconstruction.evaluate_video(
-                video, model, landmarker, cfg.face, steps, lpips=lpips, batch_frames=cfg.batch_frames,
+                video, model, landmarker, cfg.face, steps, lpips=lpips, inversion=cfg.inversion,
+                batch_frames=cfg.batch_frames,
                 max_frames=cfg.max_frames, device=device, autocast_dtype=autocast_dtype(cfg.precision, device),
                 log=log.debug)
         except Exception as err:  # recorded per video; the evaluation goes on
@@ -60,7 +61,7 @@ def run_reconstruction(cfg: EvalConfig) -> str:
         "mode": "reconstruction", "input": redact(cfg.input), "results": "results.parquet",
         "model": {"name": cfg.model.name, "checkpoint": redact(cfg.model.checkpoint or ""),
                   "image_size": cfg.model.unet.image_size},
-        "steps": steps, "by_steps": by_steps,
+        "steps": steps, "inversion": cfg.inversion.label, "by_steps": by_steps,
         "error_falls_with_steps": reconstruction.falls_with_steps(by_steps),
         "ms_ssim_scales": reconstruction.ms_ssim_scales(cfg.face.align.crop_size),
         "lpips_skipped": lpips.skipped,

@@ -15,6 +15,7 @@ from dva.errors import ConfigError
 BACKENDS = ("dlib", "fan", "insightface")
 TRACK_POLICIES = ("nearest", "largest")
 PASTE_MODES = ("feather", "square")
+DEVICES = ("cpu", "cuda")
 
 
 @dataclass
@@ -34,6 +35,7 @@ class FanConfig:
     detector: str = "sfd"  # "sfd" (needs detector_weights) or "dlib" (HOG, no file)
     detector_weights: str = ""  # s3fd-619a316812.pth
     flip_input: bool = False  # also run on the mirrored crop and average: ~2x the time, slightly steadier points
+    detect_max_side: int = 0  # detect on a copy shrunk to this longest side (0: full frame); landmarks at full size
     device: str = "cpu"
 
 
@@ -55,6 +57,10 @@ class TrackConfig:
     policy: str = "nearest"
     max_jump: float = 0.5  # reject a nearest detection further than this x face size x frames since the last hit
     min_detected_fraction: float = 0.5  # below this fraction of frames with a face the video fails (NoFaceError)
+    # Run the detector on every `detect_every`-th frame only and follow the face between by its landmarks: the
+    # box for frame t+1 comes from frame t's points. 1: detect on every frame. See dva.face.track.follow_face.
+    detect_every: int = 1
+    follow_min_iou: float = 0.5  # a followed box overlapping the last one less than this is lost: detect again
 
 
 @dataclass
@@ -90,12 +96,35 @@ class FaceConfig:
     chunk_len: int = 32  # frames per chunk handed between stages
     crop_crf: int = 12  # x264 quality of stored crop videos (0 = lossless luma)
 
+    @property
+    def device_key(self) -> str | None:
+        """The config key of the back end's device (None: dlib, CPU only)."""
+        return None if self.backend == "dlib" else f"{self.backend}.device"
+
+    def check_device(self, num_gpus: float, prefix: str = "face.") -> None:
+        """ConfigError when the back end is configured on the GPU but its stage (`num_gpus`) reserves none."""
+        key = self.device_key
+        if key is not None and getattr(self, self.backend).device == "cuda" and num_gpus <= 0:
+            raise ConfigError(f"config key `{prefix}{key}`: cuda needs a GPU share for the front end; set "
+                              f"`frontend.num_gpus` (e.g. 0.0625) or `{prefix}{key}=cpu`")
+
+    def weight_files(self, prefix: str = "") -> dict[str, str]:
+        """{config key: URI} of every weight file the configured backend reads (unset ones use packaged files)."""
+        files = {"dlib": {"dlib.predictor": self.dlib.predictor},
+                 "fan": {"fan.weights": self.fan.weights,
+                         "fan.detector_weights": self.fan.detector_weights if self.fan.detector == "sfd" else ""},
+                 "insightface": {"insightface.detector_weights": self.insightface.detector_weights,
+                                 "insightface.landmark_weights": self.insightface.landmark_weights}}[self.backend]
+        return {f"{prefix}{key}": uri for key, uri in files.items() if uri}
+
     def validate(self) -> None:
         for key, value, allowed in (
             ("backend", self.backend, BACKENDS),
             ("track.policy", self.track.policy, TRACK_POLICIES),
             ("mask.paste_mode", self.mask.paste_mode, PASTE_MODES),
             ("fan.detector", self.fan.detector, ("sfd", "dlib")),
+            ("fan.device", self.fan.device, DEVICES),
+            ("insightface.device", self.insightface.device, DEVICES),
         ):
             if value not in allowed:
                 raise ConfigError(f"config key `{key}`: {value!r} is not one of {', '.join(allowed)}")
@@ -105,6 +134,10 @@ class FaceConfig:
             ("align.sigma_axes", self.align.sigma_axes >= 0, "must be >= 0"),
             ("track.min_detected_fraction", 0 <= self.track.min_detected_fraction <= 1, "must be in [0, 1]"),
             ("track.max_jump", self.track.max_jump > 0, "must be > 0"),
+            ("track.detect_every", self.track.detect_every >= 1, "must be at least 1 (1: detect on every frame)"),
+            ("track.follow_min_iou", 0 < self.track.follow_min_iou < 1, "must be in (0, 1)"),
+            ("fan.detect_max_side", self.fan.detect_max_side == 0 or self.fan.detect_max_side >= 64,
+             "must be 0 (full frame) or at least 64"),
             ("mask.dilate_px", self.mask.dilate_px >= 0, "must be >= 0"),
             ("mask.blur_px", self.mask.blur_px >= 0, "must be >= 0"),
             ("dlib.upsample", self.dlib.upsample >= 0, "must be >= 0"),

@@ -35,6 +35,13 @@ class AlignedTrack:
     def detected_fraction(self) -> float:
         return float(np.mean(self.status == FrameStatus.DETECTED))
 
+    @property
+    def face_frames(self) -> range:
+        """The frames from the first to the last detection. The HELD frames outside it show no tracked face: they
+        are neither encoded into the mean z_id nor inverted, and stage C copies them unchanged."""
+        seen = np.flatnonzero(self.status != FrameStatus.HELD)
+        return range(int(seen[0]), int(seen[-1]) + 1) if seen.size else range(0)
+
     def crop_points(self, index: int) -> np.ndarray:
         """Frame `index`'s landmarks in its crop's coordinates (for the hull mask)."""
         return to_crop_coords(self.points[index], self.quads[index], self.crop_size)

@@ -5,20 +5,27 @@ the detections in frame order and is a pure function of them. The largest face s
 detection nearest the last accepted one is followed, unless it is further than `max_jump` face sizes per frame
 elapsed (then the frame counts as missed rather than jumping to another person). Missed frames get landmarks
 interpolated linearly between their neighbours, or held from the first/last detection at the ends.
+
+With `detect_every` = k > 1 (`follow_face`) the detector runs on every k-th frame only; between, the face is followed
+by its landmarks alone: frame t's points give frame t+1's box (shaped as the detector draws boxes, from the offsets
+measured at the last detection), and the landmark model finds the points in it. A followed box that overlaps the
+last one less than `follow_min_iou` means the face is lost: the detector runs at once. Followed frames count as
+detected only once a later detection confirms the face is still there (near the followed one); otherwise they are
+missed frames, so a face that vanishes between two detections is never followed onto the background.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from dva.errors import NoFaceError
 from dva.face.config import TrackConfig
-from dva.face.landmarker import DetectedFace, FaceLandmarker
+from dva.face.detection import DetectedFace, FaceLandmarker
 
 
 class FrameStatus(IntEnum):
@@ -71,19 +78,101 @@ def fill_gaps(points: np.ndarray) -> FaceTrack:
     return FaceTrack(points=filled.reshape(points.shape).astype(np.float32), status=status)
 
 
-def select_track(detections: Iterable[Sequence[DetectedFace]], cfg: TrackConfig, name: str) -> FaceTrack:
-    """The face track through per-frame detections (consumed lazily; only the chosen face's points are kept).
-
-    Raises NoFaceError naming `name` when too few frames have the face.
-    """
-    missed = np.full((68, 2), np.nan, dtype=np.float32)
-    chosen: list[np.ndarray] = []
+def choose_faces(detections: Iterable[Sequence[DetectedFace]], cfg: TrackConfig) -> Iterator[Optional[np.ndarray]]:
+    """The track's points in each frame of per-frame detections (None where no detection belongs to it)."""
     previous, last_hit = None, -1
     for index, faces in enumerate(detections):
         face = choose_face(faces, previous, index - last_hit, cfg)
         if face is not None:
             previous, last_hit = face, index
-        chosen.append(missed if face is None else face.points)
+        yield None if face is None else face.points
+
+
+def _points_box(points: np.ndarray) -> np.ndarray:
+    return np.concatenate([points.min(axis=0), points.max(axis=0)]).astype(np.float64)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    inter = np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0, None).prod()
+    union = np.prod(a[2:] - a[:2]) + np.prod(b[2:] - b[:2]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class _BoxFromPoints:
+    """The detector's box relative to the bounding box of its landmarks (offsets in units of that box's size)."""
+
+    offsets: np.ndarray  # (4,)
+
+    @classmethod
+    def measure(cls, face: DetectedFace) -> _BoxFromPoints:
+        ref = _points_box(face.points)
+        size = np.tile(np.maximum(ref[2:] - ref[:2], 1e-3), 2)
+        return cls((face.box[:4] - np.tile(ref[:2], 2)) / size)
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        ref = _points_box(points)
+        return np.tile(ref[:2], 2) + self.offsets * np.tile(ref[2:] - ref[:2], 2)
+
+
+def _follow(landmarker: FaceLandmarker, frame: np.ndarray, face: DetectedFace, box_of: _BoxFromPoints,
+            min_iou: float) -> Optional[DetectedFace]:
+    """The face of the previous frame found again in `frame` by its landmarks alone, or None when it is lost."""
+    box = box_of(face.points)
+    points = np.asarray(landmarker.landmarks(frame, box), dtype=np.float32)
+    if not np.isfinite(points).all():
+        return None
+    new_box = box_of(points)
+    if _iou(new_box, box) < min_iou:
+        return None
+    return DetectedFace(box=new_box, points=points, score=face.score)
+
+
+def follow_face(frames: Iterable[np.ndarray], landmarker: FaceLandmarker, cfg: TrackConfig
+                ) -> Iterator[Optional[np.ndarray]]:
+    """The track's points in each frame (None: missed), running the detector every `cfg.detect_every` frames, on
+    a lost face, and on every frame while no face is tracked; see the module docstring. At most `detect_every`
+    frames' points wait for confirmation; no frame is held beyond the one being processed."""
+    confirmed: Optional[DetectedFace] = None  # the last detected face of the track, and its frame
+    confirmed_index = -1
+    followed: Optional[DetectedFace] = None  # the face at the previous frame while it is being followed
+    box_of: Optional[_BoxFromPoints] = None
+    pending: list[np.ndarray] = []  # followed points since the last detection, waiting for the next one
+    last_detect, frame = -cfg.detect_every, None
+    for index, frame in enumerate(frames):
+        if followed is not None and index - last_detect < cfg.detect_every:
+            face = _follow(landmarker, frame, followed, box_of, cfg.follow_min_iou)
+            if face is not None:
+                followed = face
+                pending.append(face.points)
+                continue
+        last_detect = index
+        reference, since = (followed, 1) if followed is not None else (confirmed, index - confirmed_index)
+        face = choose_face(landmarker.detect(frame), reference, since, cfg)
+        yield from (pending if face is not None else [None] * len(pending))
+        pending = []
+        if face is not None:
+            confirmed, confirmed_index, box_of = face, index, _BoxFromPoints.measure(face)
+        followed = face
+        yield None if face is None else face.points
+    if pending:  # the last frames were followed: confirm them with one detection on the last frame
+        face = choose_face(landmarker.detect(frame), followed, 1, cfg)
+        pending[-1] = face.points if face is not None else pending[-1]
+        yield from (pending if face is not None else [None] * len(pending))
+
+
+def select_track(detections: Iterable[Sequence[DetectedFace]], cfg: TrackConfig, name: str) -> FaceTrack:
+    """The face track through per-frame detections (consumed lazily; only the chosen face's points are kept).
+
+    Raises NoFaceError naming `name` when too few frames have the face.
+    """
+    return track_from_points(choose_faces(detections, cfg), cfg, name)
+
+
+def track_from_points(chosen_points: Iterable[Optional[np.ndarray]], cfg: TrackConfig, name: str) -> FaceTrack:
+    """The filled track from each frame's chosen points (None: missed); NoFaceError naming `name` when too few."""
+    missed = np.full((68, 2), np.nan, dtype=np.float32)
+    chosen = [missed if points is None else points for points in chosen_points]
     n = len(chosen)
     found = sum(points is not missed for points in chosen)
     if found == 0:
@@ -100,6 +189,9 @@ def track_faces(
     frames: Iterable[np.ndarray], landmarker: FaceLandmarker, cfg: TrackConfig, name: str,
     total: int | None = None, progress: bool = False,
 ) -> FaceTrack:
-    """Pass 1 of a video: stream its frames through the detector; no frame outlives its detection."""
+    """Pass 1 of a video: stream its frames through the detector (every frame, or every `cfg.detect_every`-th with
+    the face followed between); no frame outlives its landmarks."""
     frames = tqdm(frames, total=total, desc=f"landmarks {name}", unit="frame", disable=not progress)
-    return select_track((landmarker.detect(frame) for frame in frames), cfg, name)
+    if cfg.detect_every == 1:
+        return select_track((landmarker.detect(frame) for frame in frames), cfg, name)
+    return track_from_points(follow_face(frames, landmarker, cfg), cfg, name)

@@ -1,9 +1,13 @@
 """Per-image reconstruction metrics (SPEC §4) on image batches [B, C, H, W] with values in [0, 1].
 
 Every metric returns one value per image, shape [B], so a job can keep per-clip rows and average at the end
-(`mean_scores`). SSIM follows Wang et al. 2004 exactly (Gaussian window 11, σ 1.5, K1 0.01, K2 0.03, data range 1,
-statistics only where the whole window fits), which is what skimage's `structural_similarity` computes with
-`gaussian_weights=True, use_sample_covariance=False`, so published numbers and ours are comparable.
+(`mean_scores`). SSIM follows Wang et al. 2004 (Gaussian window 11, σ 1.5, K1 0.01, K2 0.03, data range 1) in two
+conventions for the border:
+- "valid" (the default): statistics only where the whole window fits, as Wang et al. and skimage's
+  `structural_similarity(gaussian_weights=True, use_sample_covariance=False)` compute it;
+- "zeros": the window slides over every pixel and sees zeros beyond the border, as the pytorch-ssim code that
+  Diff-AE's and DVA's evaluations use (`conv2d(padding=window // 2)`) does. The DVA paper's SSIM is this one, so
+  it is the variant to put next to the paper's numbers; the two differ by the border's share of the image.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ WINDOW = 11
 SIGMA = 1.5
 K1, K2 = 0.01, 0.03
 # Wang, Simoncelli & Bovik 2003, fitted to human judgements from the finest scale to the coarsest.
+SSIM_PADDINGS = ("valid", "zeros")
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 LPIPS_CONFIG_KEY = "metrics.lpips_weights"
 
@@ -63,19 +68,27 @@ def _gaussian_window(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return g / g.sum()
 
 
-def _luminance_and_contrast_structure(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Local SSIM terms at every position where the 11×11 window fits: luminance l and contrast-structure cs.
+def _luminance_and_contrast_structure(a: torch.Tensor, b: torch.Tensor, padding: str = "valid"
+                                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Local SSIM terms, luminance l and contrast-structure cs: where the 11×11 window fits ("valid"), or at every
+    pixel with zeros beyond the border ("zeros").
 
     MS-SSIM needs cs alone at the finer scales, so the two factors are kept apart. The five local moments go
-    through one grouped, separable convolution, which is the cheapest way to filter them all.
+    through one grouped, separable convolution, which is the cheapest way to filter them all (zero-padding each
+    pass is the same as zero-padding the image once for the 2-D window).
     """
-    if min(a.shape[-2:]) < WINDOW:
+    if padding not in SSIM_PADDINGS:
+        raise DvaError(f"SSIM `padding` must be one of {SSIM_PADDINGS}; got {padding!r}")
+    if padding == "valid" and min(a.shape[-2:]) < WINDOW:
         raise DvaError(f"SSIM needs images of at least {WINDOW}×{WINDOW} pixels; got {tuple(a.shape[-2:])}")
+    pad = WINDOW // 2 if padding == "zeros" else 0
     channels = 5 * a.shape[1]
     g = _gaussian_window(a.dtype, a.device)
     moments = torch.cat([a, b, a * a, b * b, a * b], dim=1)
-    moments = F.conv2d(moments, g.view(1, 1, WINDOW, 1).expand(channels, 1, WINDOW, 1), groups=channels)
-    moments = F.conv2d(moments, g.view(1, 1, 1, WINDOW).expand(channels, 1, 1, WINDOW), groups=channels)
+    moments = F.conv2d(moments, g.view(1, 1, WINDOW, 1).expand(channels, 1, WINDOW, 1), padding=(pad, 0),
+                       groups=channels)
+    moments = F.conv2d(moments, g.view(1, 1, 1, WINDOW).expand(channels, 1, 1, WINDOW), padding=(0, pad),
+                       groups=channels)
     mu_a, mu_b, aa, bb, ab = moments.chunk(5, dim=1)
     c1, c2 = K1**2, K2**2
     luminance = (2 * mu_a * mu_b + c1) / (mu_a.square() + mu_b.square() + c1)
@@ -84,10 +97,12 @@ def _luminance_and_contrast_structure(a: torch.Tensor, b: torch.Tensor) -> tuple
     return luminance, contrast_structure
 
 
-def ssim(reference: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-    """Structural similarity of each image, averaged over channels and window positions, shape [B]."""
+def ssim(reference: torch.Tensor, output: torch.Tensor, padding: str = "valid") -> torch.Tensor:
+    """Structural similarity of each image, averaged over channels and window positions, shape [B].
+
+    `padding`: "valid" (Wang et al., skimage) or "zeros" (the DVA/Diff-AE authors' evaluation); see the module."""
     reference, output = _checked_pair(reference, output)
-    luminance, contrast_structure = _luminance_and_contrast_structure(reference, output)
+    luminance, contrast_structure = _luminance_and_contrast_structure(reference, output, padding)
     return (luminance * contrast_structure).mean(dim=(1, 2, 3))
 
 
@@ -179,6 +194,7 @@ def reconstruction_scores(
     """All SPEC §4 reconstruction metrics of a batch, each shape [B]; "lpips" only when `lpips_weights` is given."""
     scores = {
         "ssim": ssim(reference, output),
+        "ssim_zero_padded": ssim(reference, output, padding="zeros"),
         "ms_ssim": ms_ssim(reference, output),
         "mse": mse(reference, output),
         "psnr": psnr(reference, output),

@@ -18,7 +18,7 @@ from dva.config import merge_config, to_yaml
 from dva.errors import MissingWeightsError
 from dva.models.autoencoder import TRAINABLE_PREFIXES, DiffusionVideoAutoencoder
 from dva.models.config import ModelConfig
-from dva.storage import local_path
+from dva.storage import is_remote, local_path
 
 FORMAT = "dva-checkpoint-v1"
 
@@ -35,21 +35,45 @@ def save_checkpoint(path: str | Path, model: DiffusionVideoAutoencoder,
     return path
 
 
-def read_checkpoint(uri: str, config_key: str = "model.checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of a dva checkpoint; a wrong or damaged file names itself and the config key."""
-    path = local_path(uri, config_key=config_key)
+def _checked_metadata(path: Path, uri: str, config_key: str) -> dict[str, str]:
+    """The metadata of the dva checkpoint at local `path` (its header only; the tensors are not read)."""
     try:
         from safetensors import safe_open
 
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
-        state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise MissingWeightsError(uri, config_key, f"is not a readable safetensors file ({err})") from None
     if meta.get("format") != FORMAT:
         raise MissingWeightsError(
             uri, config_key, f"lacks the `format: {FORMAT}` metadata; convert reference checkpoints with "
             "`dva convert-reference`")
+    return meta
+
+
+def check_checkpoint(uri: str, config_key: str = "model.checkpoint") -> None:
+    """Cheap check of a local checkpoint before workers start, so a wrong, damaged or unsafe file fails once, on the
+    driver, instead of in every worker: a dva checkpoint's header, or a reference `.ckpt` memory-mapped (its pickle
+    read safely, its tensors not read). Remote files are left to `load_model`: checking them means fetching them."""
+    if is_remote(str(uri)):
+        return
+    path = local_path(uri, config_key=config_key)
+    if path.suffix == ".ckpt":
+        from dva.models.reference.convert import read_lightning_state
+
+        read_lightning_state(path, config_key)
+    else:
+        _checked_metadata(path, uri, config_key)
+
+
+def read_checkpoint(uri: str, config_key: str = "model.checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a dva checkpoint; a wrong or damaged file names itself and the config key."""
+    path = local_path(uri, config_key=config_key)
+    meta = _checked_metadata(path, uri, config_key)
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise MissingWeightsError(uri, config_key, f"is not a readable safetensors file ({err})") from None
     return state, meta
 
 

@@ -44,6 +44,14 @@ class ModelConfig:
     checkpoint: Optional[str] = None
     use_ema: bool = True
 
+    def weight_files(self, prefix: str = "") -> dict[str, str]:
+        """{config key: URI} of every weight file (or dlib model folder) this config names."""
+        files = {f"{prefix}checkpoint": self.checkpoint}
+        for role in ("identity_encoder", "landmark_encoder", "face_parser"):
+            enc = getattr(self, role)
+            files[f"{prefix}{role}.weights"] = enc.weights if enc is not None else None
+        return {key: str(uri) for key, uri in files.items() if uri}
+
     def validate(self) -> None:
         u = self.unet
         if u.image_size % (2 ** (len(u.channel_mult) - 1)):

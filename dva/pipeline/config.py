@@ -14,12 +14,15 @@ from typing import Optional, Sequence
 from omegaconf import OmegaConf
 
 from dva.config import merge_config, resolve_config_path
+from dva.diffusion.inversion import InversionConfig
 from dva.editing.clip_direction import ClipEditConfig
 from dva.errors import ConfigError
 from dva.face.config import FaceConfig
 from dva.models.config import ModelConfig
+from dva.models.fused_norm import NORM_KERNELS
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -65,6 +68,30 @@ class GenerateStageConfig(StageConfig):
     # torch.compile the UNet once per actor (static shapes: every batch is padded to batch_frames). dva256 on an
     # H200: 290 vs 80 TFLOP/s eager, after ≈80 s of compilation; worth it on GPU, not for short CPU runs.
     compile: bool = False
+    compile_mode: str = "default"  # torch.compile's `mode` (see COMPILE_MODES)
+    compile_fullgraph: bool = True  # a graph break fails the compile instead of running part of the UNet eagerly
+    coordinate_descent_tuning: bool = False  # Inductor's extra search over each generated kernel's launch config
+    # A local folder (e.g. on a node's disk shared by its actors) for Inductor's FX-graph, AOT-autograd and kernel
+    # caches: the stage-B actors of a job, pass 2 of a clip job and later jobs load the compiled UNet from it instead
+    # of compiling again. null: torch's default (/tmp/torchinductor_<user>).
+    compile_cache_dir: Optional[str] = None
+    # cuDNN times its convolution algorithms once per shape and keeps the fastest (batches have one shape). The
+    # pick can differ between processes, and with it the rounding: false keeps GPU pixels identical run to run.
+    cudnn_benchmark: bool = True
+    # GroupNorm chains (norm → modulation → SiLU): `eager` (PyTorch ops, the reference) or `triton` (fused kernels,
+    # dva.models.fused_norm; CUDA only).
+    norm_kernels: str = "eager"
+
+    def validate(self, key: str = "generate") -> None:
+        super().validate(key)
+        if self.compile_mode not in COMPILE_MODES:
+            raise ConfigError(f"config key `generate.compile_mode`: {self.compile_mode!r} is not one of "
+                              f"{COMPILE_MODES}")
+        if self.compile_cache_dir is not None and "://" in self.compile_cache_dir:
+            raise ConfigError(f"config key `generate.compile_cache_dir`: {self.compile_cache_dir!r} is not a local "
+                              f"folder (Inductor's caches are files on the node)")
+        if self.norm_kernels not in NORM_KERNELS:
+            raise ConfigError(f"config key `generate.norm_kernels`: {self.norm_kernels!r} is not one of {NORM_KERNELS}")
 
 
 @dataclass
@@ -80,6 +107,9 @@ class EditJobConfig:
     clip_edit_preset: str = "clip"
     clip_edit: ClipEditConfig = field(default_factory=ClipEditConfig)
     steps: int = 100  # DDIM steps N: inversion costs N-1 UNet calls per frame, each edit N more
+    # How x0 → x_T is solved (dva.diffusion.inversion): `ddim`, or `fixed_point` (N·iterations calls, exact at
+    # convergence, so a smaller N reconstructs as well as a large one). Stored latents are keyed by it.
+    inversion: InversionConfig = field(default_factory=InversionConfig)
     precision: str = "auto"  # auto = bf16 autocast on GPU, fp32 on CPU
     chunk_frames: int = 16  # frames that travel between stages together (one video's consecutive frames)
     store_latents: bool = True  # keep x_T, z and the face track under <output>/latents/ for later edits
@@ -109,6 +139,7 @@ class EditJobConfig:
             raise ConfigError("config key `sweep_partials_after_s`: an age in seconds (≥ 0), or null for never")
         if self.steps < 2:
             raise ConfigError(f"config key `steps`: {self.steps} is too few (at least 2 DDIM steps)")
+        self.inversion.validate("inversion.")
         if self.chunk_frames < 1 or self.generate.batch_frames < 1:
             raise ConfigError("config keys `chunk_frames` and `generate.batch_frames` must be at least 1")
         if self.face.align.crop_size != self.model.unet.image_size:
@@ -119,6 +150,7 @@ class EditJobConfig:
             raise ConfigError("config key `edits`: with no edits (encode only) `store_latents` must be true")
         for key, stage in (("frontend", self.frontend), ("generate", self.generate), ("writer", self.writer)):
             stage.validate(key)
+        self.face.check_device(self.frontend.num_gpus)
         self.clip_edit.validate("clip_edit.")
 
 

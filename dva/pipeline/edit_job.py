@@ -19,16 +19,18 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
-from dva.errors import ConfigError, DvaError
+from dva.errors import ConfigError, DvaError, StorageError
+from dva.models.checkpoint import check_checkpoint
 from dva.pipeline.config import EditJobConfig, load_job_config
 from dva.pipeline.edits import (check_clip_weights, direction_record_uri, has_clip_edits, parse_job_edits,
                                 read_direction_record, write_direction_record)
 from dva.pipeline.prepare import VideoTask
 from dva.pipeline.inputs import VideoInput, discover_inputs
-from dva.pipeline.latents import LatentStore
+from dva.pipeline.latents import LatentKey, LatentStore
 from dva.pipeline.runtime import actor_pool, init_ray, limit_threads
 from dva.pipeline.manifest import ResultRow, completed, edit_id, write_result, write_summary
-from dva.storage import join, redact, remove_prefix, sweep_partials
+from dva.storage import (check_weight_files, file_stamp, join, redact, remove_empty_folder, remove_prefix,
+                         sweep_partials)
 
 log = logging.getLogger("dva.edit")
 ENCODE_OVERRIDES = ("edits=[]", "store_latents=true")  # `dva encode` is `dva edit` with these
@@ -50,12 +52,20 @@ class JobSummary:
         return 1 if self.failed and not self.ok and not self.skipped else 0
 
 
+def _stamp(uri: str) -> str:
+    """The input's `file_stamp`; "" when it cannot be read (stage A then records why, for that video alone)."""
+    try:
+        return file_stamp(uri)
+    except StorageError:
+        return ""
+
+
 def _edits_for(video: VideoInput, job_edits: Sequence[str]) -> list[str]:
     return list(video.edits) if video.edits is not None else list(job_edits)
 
 
 def _finalize_pair(cfg: EditJobConfig, uri: str, key: str, video_id: str, edit: str, num_chunks: int,
-                   started: float) -> dict:
+                   started: float, fingerprint: str) -> dict:
     """Stage C for one (video, edit), run as a Ray task; returns the manifest row as a dict (never raises)."""
     from dva.pipeline.finalize import finalize_video, paste_masker
 
@@ -65,26 +75,35 @@ def _finalize_pair(cfg: EditJobConfig, uri: str, key: str, video_id: str, edit: 
         target, frames, fps = finalize_video(cfg.output, uri, key, video_id, edit, num_chunks, cfg.face,
                                              paste_masker(cfg.model))
         row = ResultRow(uri, video_id, edit, "ok", frames=frames, fps=fps, seconds=time.time() - started,
-                        output=target, direction=direction.get("uri"), direction_cached=direction.get("cached"))
+                        output=target, direction=direction.get("uri"), direction_cached=direction.get("cached"),
+                        fingerprint=fingerprint)
     except Exception as err:  # recorded in the manifest; the job goes on
         row = ResultRow(uri, video_id, edit, "failed", error=f"{type(err).__name__}: {err}",
                         seconds=time.time() - started)
     write_result(cfg.output, row)
     remove_prefix(join(cfg.output, ".work", video_id, edit_id(edit)))
+    remove_empty_folder(join(cfg.output, ".work", video_id))  # the video's last pair leaves no folder behind
+    remove_empty_folder(join(cfg.output, ".work"))
     return {"video": row.video, "edit": row.edit, "status": row.status, "error": row.error, "frames": row.frames,
             "output": row.output}
 
 
-def pending_tasks(output: str, videos: Sequence[VideoInput], job_edits: Sequence[str]) -> tuple[list[dict], int]:
+def pending_tasks(output: str, videos: Sequence[VideoInput], job_edits: Sequence[str],
+                  key: Optional[LatentKey] = None) -> tuple[list[dict], int]:
     """The videos with edits still to do under `output` (each with those edits; none: encode only) and the number
-    of (video, edit) pairs already done there, which a rerun skips."""
-    done = completed(output)
+    of (video, edit) pairs already done there, which a rerun skips. With the job's latent `key`, a pair counts as
+    done only when its output was made from the same input bytes, weights and settings (the row's fingerprint)."""
+    stamps = {v.video_id: _stamp(v.uri) for v in videos}
+    fingerprints = {vid: key.fingerprint(stamp) for vid, stamp in stamps.items()} if key is not None else None
+    done = completed(output, fingerprints)  # an output of a replaced input or other weights is made again
     tasks, skipped = [], 0
     for v in videos:
         todo = [e for e in _edits_for(v, job_edits) if (v.video_id, edit_id(e)) not in done]
         skipped += len(_edits_for(v, job_edits)) - len(todo)
         if todo or (not job_edits and (v.video_id, edit_id("")) not in done):
-            tasks.append({"uri": v.uri, "key": v.key, "video_id": v.video_id, "edits": todo})
+            tasks.append({"uri": v.uri, "key": v.key, "video_id": v.video_id, "edits": todo,
+                          "source": stamps[v.video_id],
+                          "fingerprint": fingerprints[v.video_id] if fingerprints is not None else ""})
     return tasks, skipped
 
 
@@ -92,13 +111,18 @@ def run_edit_job(cfg: EditJobConfig) -> JobSummary:
     """Run the job over every input not yet done; return counts (also written to the manifest)."""
     started = time.time()
     job_edits = parse_job_edits(cfg.edits)  # bad specs fail here, before Ray starts
+    check_weight_files({**cfg.model.weight_files("model."), **cfg.face.weight_files("face.")})  # and wrong paths
+    if cfg.model.checkpoint:
+        check_checkpoint(cfg.model.checkpoint)
     videos = discover_inputs(cfg.input)
     if cfg.sweep_partials_after_s is not None:
         swept = sweep_partials(cfg.output, cfg.sweep_partials_after_s)
         if swept:
             log.info("removed %d unfinished temporary file(s) older than %.0f s under %s", swept,
                      cfg.sweep_partials_after_s, redact(cfg.output))
-    tasks, skipped = pending_tasks(cfg.output, videos, job_edits)
+    from dva.pipeline.stages import latent_key
+
+    tasks, skipped = pending_tasks(cfg.output, videos, job_edits, latent_key(cfg))  # hashes the weights: once, here
     summary = JobSummary(skipped=skipped)
     log.info("%d videos, %d to process, %d (video, edit) pairs already done", len(videos), len(tasks),
              summary.skipped)
@@ -131,10 +155,19 @@ def _record(cfg: EditJobConfig, summary: JobSummary, row: dict) -> None:
 
 def _record_failure(cfg: EditJobConfig, summary: JobSummary, uri: str, video_id: str, edits: Sequence[str],
                     error: str) -> None:
-    for e in edits or [""]:
+    for e in edits:
         row = ResultRow(uri, video_id, e, "failed", error=error)
         write_result(cfg.output, row)
         _record(cfg, summary, {"video": row.video, "edit": row.edit, "status": "failed", "error": row.error})
+
+
+def clip_task(ray, cfg: EditJobConfig):
+    """The Ray task that optimises a video's clip directions, asking for `clip_edit.resources`."""
+    from dva.pipeline import stages
+
+    res = cfg.clip_edit.resources
+    return ray.remote(num_cpus=res.num_cpus, num_gpus=res.num_gpus, resources=dict(res.custom))(
+        stages.optimise_video_clip_edits)
 
 
 def _run_clip_edits_beside_inversion(cfg: EditJobConfig, tasks: list[dict], summary: JobSummary) -> None:
@@ -142,9 +175,7 @@ def _run_clip_edits_beside_inversion(cfg: EditJobConfig, tasks: list[dict], summ
     starting each video's direction optimisation as a Ray task once stage B has its first chunk; pass 2 decodes
     the clip edits from the stored x_T with the directions from the cache."""
     ray = init_ray(cfg.ray_address, cfg.progress)
-    from dva.pipeline.stages import optimise_video_clip_edits
-
-    optimise = ray.remote(**cfg.frontend.ray_options())(optimise_video_clip_edits)
+    optimise = clip_task(ray, cfg)
     by_id = {t["video_id"]: t for t in tasks}
     clip = {vid: [e for e in t["edits"] if has_clip_edits([e])] for vid, t in by_id.items()}
     refs = {}
@@ -154,14 +185,17 @@ def _run_clip_edits_beside_inversion(cfg: EditJobConfig, tasks: list[dict], summ
             t = by_id[video_id]
             print(f"[dva] optimising {len(clip[video_id])} CLIP direction(s) of {redact(t['uri'])} while its frames "
                   "are inverted", flush=True)
-            refs[video_id] = optimise.remote(cfg, VideoTask(t["uri"], t["key"], video_id, clip[video_id]))
+            refs[video_id] = optimise.remote(cfg, VideoTask(t["uri"], t["key"], video_id, clip[video_id],
+                                                               t["source"]))
 
     first = [{**t, "edits": [e for e in t["edits"] if e not in clip[t["video_id"]]]} for t in tasks]
-    _run(cfg, first, summary, False, on_video_started=start,
+    failed = _run(cfg, first, summary, False, on_video_started=start,
          quiet_encodes=frozenset(t["video_id"] for t in first if not t["edits"]),
          failure_edits={vid: t["edits"] for vid, t in by_id.items()})
     second = []
     for vid, ref in refs.items():
+        if vid in failed:  # its clip edits are recorded failed with the rest of its edits
+            continue
         try:
             directions = ray.get(ref)
         except Exception as err:  # that video's clip edits fail; its other edits are done, other videos go on
@@ -177,18 +211,21 @@ def _run_clip_edits_beside_inversion(cfg: EditJobConfig, tasks: list[dict], summ
 
 def _run(cfg: EditJobConfig, tasks: list[dict], summary: JobSummary, clip_edits: bool, *,
          on_video_started: Optional[Callable[[str], None]] = None, quiet_encodes: frozenset = frozenset(),
-         failure_edits: Optional[dict[str, list[str]]] = None, count_frames: bool = True) -> None:
-    """One pass of the pipeline over `tasks`. `on_video_started(video_id)` is called at each stage-B row of a video
-    that stage A prepared; videos in `quiet_encodes` are inverted without a manifest row of their own; a video that
-    fails is recorded as failed for `failure_edits[video_id]` (default: its edits in this pass)."""
+         failure_edits: Optional[dict[str, list[str]]] = None, count_frames: bool = True) -> set[str]:
+    """One pass of the pipeline over `tasks`; returns the ids of the videos that failed. `on_video_started(video_id)`
+    is called at each stage-B row of a video that stage A prepared; videos in `quiet_encodes` are inverted without a
+    manifest row of their own; a video that fails (in stage A, or in stage B for any of its chunks) is recorded as
+    failed for those of `failure_edits[video_id]` (default: its edits in this pass) not already handed to stage C,
+    and its later rows are dropped."""
     failure_edits = failure_edits or {}
     ray = init_ray(cfg.ray_address, cfg.progress)
-    from dva.pipeline.stages import GenerateStage, PrepareStage
+    from dva.pipeline.stages import GenerateStage, PrepareStage, latent_key
 
     # Ray Data restarts a lost stage actor and retries its batch by itself; stage C tasks retry `writer.retries` times.
     finalize = ray.remote(**cfg.writer.ray_options(), max_retries=cfg.writer.retries)(_finalize_pair)
     ds = ray.data.from_items(tasks, override_num_blocks=len(tasks))
-    ds = ds.map_batches(PrepareStage, fn_constructor_kwargs={"cfg": cfg, "clip_edits": clip_edits},
+    key = latent_key(cfg)  # hashed once per process: the stages get the result
+    ds = ds.map_batches(PrepareStage, fn_constructor_kwargs={"cfg": cfg, "key": key, "clip_edits": clip_edits},
                         batch_size=1, compute=actor_pool(cfg.frontend), **cfg.frontend.ray_options())
     ds = ds.map_batches(GenerateStage, fn_constructor_kwargs={"cfg": cfg},
                         batch_size=max(1, cfg.generate.batch_frames // cfg.chunk_frames),
@@ -199,6 +236,8 @@ def _run(cfg: EditJobConfig, tasks: list[dict], summary: JobSummary, clip_edits:
     chunks_done: dict[tuple[str, str], set[int]] = defaultdict(set)
     pairs_left = {t["video_id"]: max(1, len(t["edits"])) for t in tasks}
     pending = []
+    failed: set[str] = set()
+    finished: set[tuple[str, str]] = set()  # (video, edit) pairs whose every chunk came back
 
     def collect(block: bool) -> None:
         """Record finished stage C tasks as they finish (one line each); with `block`, until none is left."""
@@ -213,8 +252,12 @@ def _run(cfg: EditJobConfig, tasks: list[dict], summary: JobSummary, clip_edits:
     for r in ds.iter_rows():
         vid, edit = r["video_id"], str(r["edit"])
         summary.unet_calls += int(r["unet_calls"])
+        if vid in failed:
+            continue
         if r["error"]:
-            _record_failure(cfg, summary, r["uri"], vid, failure_edits.get(vid, by_id[vid]["edits"]), r["error"])
+            failed.add(vid)
+            edits = failure_edits.get(vid, by_id[vid]["edits"]) or [""]
+            _record_failure(cfg, summary, r["uri"], vid, [e for e in edits if (vid, e) not in finished], r["error"])
             continue
         if on_video_started is not None:
             on_video_started(vid)
@@ -223,24 +266,28 @@ def _run(cfg: EditJobConfig, tasks: list[dict], summary: JobSummary, clip_edits:
             summary.frames += int(r["frames"])
         if len(chunks_done[(vid, edit)]) < int(r["num_chunks"]):
             continue
+        finished.add((vid, edit))
         pairs_left[vid] -= 1
         if pairs_left[vid] == 0 and cfg.store_latents:
-            from dva.pipeline.stages import latent_key
-
-            LatentStore(cfg.output, vid).commit(latent_key(cfg), int(r["num_frames"]), int(r["num_chunks"]),
-                                                r["uri"])
+            LatentStore(cfg.output, vid).commit(key, int(r["num_frames"]), int(r["num_chunks"]), r["uri"],
+                                                by_id[vid]["source"])
         if edit:
             pending.append(finalize.remote(cfg, r["uri"], r["key"], vid, edit, int(r["num_chunks"]),
-                                           started[vid]))
+                                           started[vid], by_id[vid]["fingerprint"]))
         elif vid not in quiet_encodes:  # encode-only: the latents are the output
             row = ResultRow(r["uri"], vid, "", "ok", frames=int(r["num_frames"]),
                             seconds=time.time() - started[vid], output=join(LatentStore(cfg.output, vid).root,
-                                                                              "meta.json"))
+                                                                              "meta.json"),
+                            fingerprint=by_id[vid]["fingerprint"])
             write_result(cfg.output, row)
             _record(cfg, summary, {"video": row.video, "edit": "", "status": "ok", "frames": row.frames,
                                    "output": row.output})
         collect(block=False)
     collect(block=True)
+    for vid in failed:  # the work files of its chunks that did get through
+        remove_prefix(join(cfg.output, ".work", vid))
+    remove_empty_folder(join(cfg.output, ".work"))
+    return failed
 
 
 def print_summary(summary: JobSummary, output: str) -> None:

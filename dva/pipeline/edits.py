@@ -44,6 +44,7 @@ from dva.face.photo import align_photo
 from dva.face.warp import iter_crops
 from dva.face.crop_video import align_video
 from dva.pipeline.prepare import VideoTask, encode_codes, training_masks
+from dva.pipeline.runtime import on_device
 from dva.crops import crops_to_tensor
 from dva.storage import exists, join, open_file, redact, write_bytes_atomic
 from dva.video import iter_frames
@@ -157,6 +158,7 @@ class EditResolver:
         self.model = model
         self.cfg = cfg
         self.landmarker = landmarker
+        self.device = next(model.parameters()).device  # a GPU when the stage has one: references are encoded there
         self.encoder_id = identity_encoder_id(model)
         self._identities: dict[str, np.ndarray] = {}
         self._directions: dict[str, EditDirection] = {}
@@ -174,8 +176,8 @@ class EditResolver:
             else:
                 task = VideoTask(uri, "", "", [])
                 track = align_video(uri, self.landmarker, self.cfg.face)
-                z_id, _ = encode_codes(task, track, self.model.encode_identity, self.model.encode_landmarks,
-                                       self.cfg.chunk_frames)
+                z_id, _ = encode_codes(task, track, on_device(self.model.encode_identity, self.device),
+                                       on_device(self.model.encode_landmarks, self.device), self.cfg.chunk_frames)
                 self._identities[uri] = z_id.mean(axis=0)
         return self._identities[uri]
 
@@ -191,7 +193,7 @@ class EditResolver:
         crop = align_photo(image, self.landmarker.detect, self.cfg.face.align)
         if crop is None:
             raise NoFaceError(f"identity reference {uri!r}: no face found; use a clear frontal photo")
-        return self.model.encode_identity(crops_to_tensor(crop[None])).cpu().numpy()[0]
+        return self.model.encode_identity(crops_to_tensor(crop[None]).to(self.device)).cpu().numpy()[0]
 
     def classifier(self) -> AttributeClassifier:
         if self._classifier is None:
@@ -201,8 +203,8 @@ class EditResolver:
     def clip_loss(self) -> ClipDirectionalLoss:
         """CLIP, loaded on the model's device the first time a direction is not in the cache; kept for the actor."""
         if self._clip is None:
-            device = next(self.model.parameters()).device
-            self._clip = load_clip(self.clip_cfg.clip, self.clip_cfg.templates, device, config_key="clip_edit.clip")
+            self._clip = load_clip(self.clip_cfg.clip, self.clip_cfg.templates, self.device,
+                                   config_key="clip_edit.clip")
         return self._clip
 
     def clip_direction(self, spec: EditSpec, task: VideoTask, track: AlignedTrack) -> ClipEditResult:

@@ -17,10 +17,10 @@ import torch
 
 from dva.config import to_yaml
 from dva.crops import crops_to_tensor
+from dva.errors import VideoError
 from dva.face.config import FaceConfig
 from dva.face.mask import Masker, face_mask
 from dva.face.paste import paste_face
-from dva.face.track import FrameStatus
 from dva.face.warp import crop_face
 from dva.models.checkpoint import load_model
 from dva.models.config import ModelConfig
@@ -74,15 +74,21 @@ def finalize_video(output: str, uri: str, key: str, video_id: str, edit: str, nu
     target = output_uri(output, key, edit)
     size = track.crop_size
     source = probe(uri)
+    face_frames = track.face_frames  # stage B edited these frames only, in order
+    edited_crops = _edited_crops(output, video_id, edit, num_chunks)
     with VideoWriter(target, track.fps, audio_from=uri, time_base=source.time_base, colour=source.colour) as writer:
-        frames = zip(iter_timed_frames(uri), _edited_crops(output, video_id, edit, num_chunks), strict=True)
-        for index, ((frame, time), edited) in enumerate(frames):
-            if track.status[index] == FrameStatus.HELD:  # before the face appears or after it left: keep the frame
+        for index, (frame, time) in enumerate(iter_timed_frames(uri)):
+            if index not in face_frames:  # before the face appears or after it left: keep the frame
                 writer.write(frame, time)
                 continue
+            edited = next(edited_crops, None)
+            if edited is None:
+                raise VideoError(f"{uri}: fewer edited crops than the {len(face_frames)} frames with a face")
             quad = track.quads[index]
             mask = face_mask(crop_face(frame, quad, size) if masker else edited, track.crop_points(index),
                              face.mask, masker)
             writer.write(paste_face(frame, edited, quad, mask, face.mask), time)
         frames = writer.frames_written
+        if frames != len(track) or next(edited_crops, None) is not None:
+            raise VideoError(f"{uri}: decoded {frames} frames, its face track has {len(track)}; was the file replaced?")
     return target, frames, float(track.fps)

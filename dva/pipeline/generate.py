@@ -14,10 +14,12 @@ from typing import Optional
 import numpy as np
 import torch
 
-from dva.diffusion import ddim_generate, ddim_invert
+from dva.diffusion import ddim_generate
+from dva.diffusion.inversion import InversionConfig, invert as invert_x0
 from dva.models.autoencoder import DiffusionVideoAutoencoder
 from dva.pipeline.latents import LatentStore
 from dva.pipeline.manifest import edit_id
+from dva.pipeline.runtime import failure_reason
 from dva.crops import crops_to_tensor, tensor_to_crops
 from dva.storage import join, write_bytes_atomic
 
@@ -26,10 +28,10 @@ def work_uri(output: str, video_id: str, edit: str, chunk: int) -> str:
     return join(output, ".work", video_id, edit_id(edit), f"{chunk:06d}.npy")
 
 
-def _result(row: dict, edit: str, frames: int = 0, unet_calls: int = 0) -> dict:
+def _result(row: dict, edit: str, frames: int = 0, unet_calls: int = 0, error: str = "") -> dict:
     return {"video_id": row["video_id"], "uri": row["uri"], "key": row["key"], "edit": edit,
             "chunk": row["chunk"], "num_chunks": row["num_chunks"], "num_frames": row["num_frames"],
-            "frames": frames, "unet_calls": unet_calls, "error": row["error"]}
+            "frames": frames, "unet_calls": unet_calls, "error": error or row["error"]}
 
 
 def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -57,23 +59,51 @@ def _in_batches(fn, x: torch.Tensor, cond: torch.Tensor, batch: int, memory_form
     return torch.cat(out)
 
 
-def generate_chunks(model: DiffusionVideoAutoencoder, rows: list[dict], *, output: str, steps: int,
-                    batch_frames: int, store_latents: bool, device: torch.device,
-                    autocast_dtype: Optional[torch.dtype],
-                    memory_format: torch.memory_format = torch.contiguous_format) -> list[dict]:
-    """Process stage-A rows; return one small row per (chunk, edit) saying what was written (or the error)."""
+def generate_chunks(model: DiffusionVideoAutoencoder, rows: list[dict], *, device: torch.device,
+                    **settings) -> list[dict]:
+    """Process stage-A rows; return one small row per (chunk, edit) saying what was written (or the error).
+
+    A failure is contained per video: when a batch that mixes videos fails (a missing x_T chunk, a storage error,
+    out of memory), each of its videos is run again on its own, with the device's cached memory released first, so
+    only the video that fails again gets error rows (one per chunk of it in the batch) and the others finish.
+    """
     results = [_result(r, "") for r in rows if r["error"]]
     rows = [r for r in rows if not r["error"]]
     if not rows:
         return results
+    try:
+        return results + _generate(model, rows, device=device, **settings)
+    except Exception as err:
+        if len({r["video_id"] for r in rows}) == 1:
+            return results + [_result(r, "", error=failure_reason(err)) for r in rows]
+    by_video: dict[str, list[dict]] = {}
+    for r in rows:
+        by_video.setdefault(r["video_id"], []).append(r)
+    for video_rows in by_video.values():
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        try:
+            results += _generate(model, video_rows, device=device, **settings)
+        except Exception as err:
+            results += [_result(r, "", error=failure_reason(err)) for r in video_rows]
+    return results
+
+
+def _generate(model: DiffusionVideoAutoencoder, rows: list[dict], *, output: str, steps: int, batch_frames: int,
+              store_latents: bool, inversion: InversionConfig, device: torch.device,
+              autocast_dtype: Optional[torch.dtype],
+              memory_format: torch.memory_format = torch.contiguous_format) -> list[dict]:
+    """Chunks without a stored x_T are inverted by `inversion`; every edit is an N-step DDIM generation."""
+    results = []
 
     def invert(x, c):
-        return ddim_invert(model, x, c, steps, autocast_dtype=autocast_dtype)
+        return invert_x0(inversion, model, x, c, steps, autocast_dtype=autocast_dtype)
 
     def generate(x, c):
         return ddim_generate(model, x, c, steps, autocast_dtype=autocast_dtype)
 
     sizes = [len(r["z_lnd"]) for r in rows]
+    inverse_calls = inversion.inversion_calls(steps)
 
     def cond(i: int, z_id: np.ndarray) -> torch.Tensor:
         # Per chunk, so each frame's z_face is computed with the same shapes whatever batch the chunk came in; and
@@ -99,7 +129,7 @@ def generate_chunks(model: DiffusionVideoAutoencoder, rows: list[dict], *, outpu
     edits = [json.loads(r["edits"]) for r in rows]
     for i, r in enumerate(rows):
         if not edits[i]:  # encode-only: the chunk is done once its x_T is stored
-            results.append(_result(r, "", sizes[i], 0 if r["has_x_T"] else (steps - 1) * sizes[i]))
+            results.append(_result(r, "", sizes[i], 0 if r["has_x_T"] else inverse_calls * sizes[i]))
     for k in range(max(len(e) for e in edits)):
         members = [i for i, e in enumerate(edits) if len(e) > k]
         c = torch.cat([cond(i, rows[i]["z_edits"][k]) for i in members])
@@ -109,6 +139,6 @@ def generate_chunks(model: DiffusionVideoAutoencoder, rows: list[dict], *, outpu
             buf = io.BytesIO()
             np.save(buf, tensor_to_crops(part), allow_pickle=False)
             write_bytes_atomic(work_uri(output, r["video_id"], edits[i][k], r["chunk"]), buf.getvalue())
-            calls = steps if r["has_x_T"] or k > 0 else 2 * steps - 1
+            calls = steps if r["has_x_T"] or k > 0 else inverse_calls + steps
             results.append(_result(r, edits[i][k], sizes[i], calls * sizes[i]))
     return results

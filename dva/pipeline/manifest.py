@@ -38,10 +38,11 @@ SCHEMA = pa.schema(
         ("output", pa.string()),
         ("direction", pa.string()),  # clip edits: the direction file the edit decoded with
         ("direction_cached", pa.bool_()),  # clip edits: whether that file came from the cache (not optimised now)
+        ("fingerprint", pa.string()),  # the model, settings and version of the source the output was made from
     ]
 )
 # Columns added after the first release: parts written before them read back with nulls there.
-LATER_COLUMNS = ("direction", "direction_cached")
+LATER_COLUMNS = ("direction", "direction_cached", "fingerprint")
 
 
 def edit_id(edit: str) -> str:
@@ -76,6 +77,7 @@ class ResultRow:
     output: str | None = None
     direction: str | None = None
     direction_cached: bool | None = None
+    fingerprint: str | None = None
     edit_id: str = field(init=False)
 
     def __post_init__(self):
@@ -129,9 +131,12 @@ def read_manifest(output_prefix: str) -> pa.Table:
     return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
 
 
-def completed(output_prefix: str) -> set[tuple[str, str]]:
-    """The (video_id, edit_id) pairs whose row says "ok" and whose output exists: what a rerun may skip."""
-    rows = [r for r in read_manifest(output_prefix).to_pylist() if r["status"] == "ok" and r["output"]]
+def completed(output_prefix: str, fingerprints: dict[str, str] | None = None) -> set[tuple[str, str]]:
+    """The (video_id, edit_id) pairs whose row says "ok" and whose output exists: what a rerun may skip. With
+    `fingerprints` ({video_id: fingerprint}), only rows made from that fingerprint count: an output of a replaced
+    source, or of other weights or settings, is made again."""
+    rows = [r for r in read_manifest(output_prefix).to_pylist() if r["status"] == "ok" and r["output"]
+            and (fingerprints is None or r["fingerprint"] == fingerprints.get(r["video_id"]))]
     if not rows:
         return set()
     videos = join(output_prefix, "videos")

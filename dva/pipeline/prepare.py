@@ -10,6 +10,7 @@ are resolved (`dva.pipeline.edits`); a clip edit decodes the few frames it optim
 from __future__ import annotations
 
 import json
+from itertools import islice
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
@@ -33,6 +34,7 @@ class VideoTask:
     key: str  # output key relative to the output prefix
     video_id: str
     edits: list[str]  # edit specs still to do for this video (empty: encode only)
+    source: str = ""  # `dva.storage.file_stamp` of the video when the job started: stored latents must match it
 
 
 # (task, mean z_id [D], face track) → the z_id to decode with for each of `task.edits`, [K, D]; built by the job.
@@ -65,7 +67,7 @@ def prepare_video(task: VideoTask, face: FaceConfig, landmarker: FaceLandmarker,
                   resolve_edits: EditResolver, store: Optional[LatentStore], latent_key: LatentKey,
                   chunk_frames: int, reuse_latents: bool) -> Iterator[dict]:
     """Yield one row per chunk of the video: crops (or none when x_T is stored), z_lnd, the mean z_id, the edits."""
-    cached = store is not None and reuse_latents and store.is_complete(latent_key)
+    cached = store is not None and reuse_latents and store.is_complete(latent_key, task.source)
     if cached:
         track = store.load_track()
         z_id_frames, z_lnd = store.load_codes()
@@ -73,21 +75,24 @@ def prepare_video(task: VideoTask, face: FaceConfig, landmarker: FaceLandmarker,
         track = align_video(task.uri, landmarker, face)
         z_id_frames, z_lnd = encode_codes(task, track, encode_identity, encode_landmarks, chunk_frames)
         if store is not None:
+            store.invalidate()
             store.save_track(track)
             store.save_codes(z_id_frames, z_lnd)
-    # The per-video reduction: one identity for every frame (SPEC §3 step 4), never re-normalised.
-    z_id = z_id_frames.mean(axis=0)
+    # The per-video reduction: one identity for every frame with a face (SPEC §3 step 4), never re-normalised.
+    # Only those frames are inverted and edited: the HELD ones before and after them carry no face.
+    face = track.face_frames
+    z_id = z_id_frames[face.start:face.stop].mean(axis=0)
     z_edits = resolve_edits(task, z_id, track)
-    num_frames = len(track)
-    num_chunks = -(-num_frames // chunk_frames)
-    common = {"uri": task.uri, "key": task.key, "video_id": task.video_id, "num_frames": num_frames,
+    num_chunks = -(-len(face) // chunk_frames)
+    common = {"uri": task.uri, "key": task.key, "video_id": task.video_id, "num_frames": len(track),
               "num_chunks": num_chunks, "z_id": z_id, "edits": json.dumps(task.edits),
               "z_edits": z_edits.astype(np.float32), "has_x_T": cached, "error": ""}
     crops_iter = (None if cached else
-                  stack_chunks(iter_crops(iter_frames(task.uri), track.quads, track.crop_size), chunk_frames))
+                  stack_chunks(iter_crops(islice(iter_frames(task.uri), face.start, face.stop),
+                                          track.quads[face.start:face.stop], track.crop_size), chunk_frames))
     for chunk in range(num_chunks):
-        start = chunk * chunk_frames
-        stop = min(start + chunk_frames, num_frames)
+        start = face.start + chunk * chunk_frames
+        stop = min(start + chunk_frames, face.stop)
         crops = (np.zeros((0, track.crop_size, track.crop_size, 3), np.uint8) if crops_iter is None
                  else next(crops_iter))
         yield {**common, "chunk": chunk, "start": start, "crops": crops, "z_lnd": z_lnd[start:stop]}

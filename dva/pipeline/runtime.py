@@ -7,7 +7,8 @@ The edit, encode and preprocessing jobs, the training driver, `dva eval` and `dv
 from __future__ import annotations
 
 import os
-from typing import Optional
+import traceback
+from typing import Callable, Optional
 
 import torch
 
@@ -52,6 +53,12 @@ def stage_device(num_gpus: float) -> torch.device:
     return torch.device("cuda" if num_gpus > 0 and torch.cuda.is_available() else "cpu")
 
 
+def on_device(encode: Callable[[torch.Tensor], torch.Tensor], device: torch.device
+              ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`encode` fed on `device`: crops are made on the CPU, the model may sit on a GPU."""
+    return lambda images: encode(images.to(device))
+
+
 def limit_threads(num_cpus: float) -> None:
     """Use the cores the actor reserved, not every core of the node (several actors share a machine).
 
@@ -59,3 +66,14 @@ def limit_threads(num_cpus: float) -> None:
     is per calling thread. A fixed count also keeps reductions, hence pixels, identical from run to run.
     """
     torch.set_num_threads(max(1, int(num_cpus)))
+
+
+def failure_reason(err: BaseException) -> str:
+    """What a job records for a video that failed: a project error's own message; anything else (a bug, an
+    unexpected input) with its type and the last places it passed, so it can be found."""
+    if isinstance(err, DvaError):
+        return str(err)
+    if isinstance(err, torch.OutOfMemoryError):
+        return f"out of memory ({str(err).splitlines()[0]}); lower generate.batch_frames or give the stage more memory"
+    where = "".join(traceback.format_exception(err, limit=-2)).strip().splitlines()[-3:]
+    return f"{type(err).__name__}: {err} ({' | '.join(where)})"

@@ -105,17 +105,32 @@ def check_edit(cfg, report: Report) -> None:
                                               Request("writer", 1, 1, cfg.writer.num_cpus, 0.0)])
     tasks: list[dict] = []
     skipped: list[int] = []
+    key, unhashed = _latent_key_without_fetching(cfg)
 
     def read_done() -> str:
-        found, done = pending_tasks(cfg.output, videos or [], parse_job_edits(cfg.edits))
+        found, done = pending_tasks(cfg.output, videos or [], parse_job_edits(cfg.edits), key)
         tasks.extend(found)
         skipped.append(done)
-        return f"{done} (video, edit) pair(s) already done under {cfg.output}"
+        return f"{done} (video, edit) pair(s) already done under {cfg.output}{unhashed}"
 
     if videos is None or not writable or not report.step("manifest", read_done):
         return
     _check_edit_specs(report, cfg, [e for t in tasks for e in t["edits"]])
-    _plan_edit(report, cfg, videos, tasks, skipped[0])
+    _plan_edit(report, cfg, videos, tasks, skipped[0], key)
+
+
+def _latent_key_without_fetching(cfg):
+    """The job's latent key (what an output must have been made from to count as done) and "", or, when a weight
+    file cannot be read without fetching it, None and a note that finished pairs count whatever weights made them."""
+    from dva.errors import DvaError
+    from dva.pipeline.stages import latent_key
+    from dva.storage import NotFetched, no_remote_fetch
+
+    try:
+        with no_remote_fetch():
+            return latent_key(cfg), ""
+    except (NotFetched, DvaError) as err:  # a missing weight file is a failed check of its own
+        return None, f" (not compared with the weights: {err})"
 
 
 def _check_edit_specs(report: Report, cfg, edits: Sequence[str]) -> None:
@@ -150,16 +165,16 @@ def _check_edit_specs(report: Report, cfg, edits: Sequence[str]) -> None:
             report.step(f"edits ({spec})", lambda spec=spec: reference(spec.uri))
 
 
-def _plan_edit(report: Report, cfg, videos: list, tasks: list[dict], skipped: int) -> None:
+def _plan_edit(report: Report, cfg, videos: list, tasks: list[dict], skipped: int, key) -> None:
+    """`key`: the job's latent key, None when the weights could not be hashed (stored latents then count as none)."""
     from dva.pipeline.edits import has_clip_edits
     from dva.pipeline.latents import LatentStore
-    from dva.pipeline.stages import latent_key
 
     frames = _frames(report, [t["uri"] for t in tasks])
-    key = latent_key(cfg)
 
     def stored(task: dict) -> bool:
-        return cfg.reuse_latents and LatentStore(cfg.output, task["video_id"]).is_complete(key)
+        return (cfg.reuse_latents and key is not None
+                and LatentStore(cfg.output, task["video_id"]).is_complete(key, task["source"]))
 
     with ThreadPoolExecutor(PROBE_THREADS) as pool:
         has_x_T = list(pool.map(stored, tasks))

@@ -69,24 +69,27 @@ def _reconstruction_section(summary: Optional[dict]) -> str:
     for (method, steps), values in paper.RECONSTRUCTION.items():
         rows.append([html.esc(f"{method} (paper)"), "—" if steps is None else str(steps),
                      *(html.number(values[k], ".4f" if k == "mse" else ".3f") for k in paper.RECONSTRUCTION_METRICS),
-                     "—", "—"])
+                     "—", "—", "—"])
         classes.append("paper")
     if summary is None:
         note = ("Not evaluated for this run: <code>dva eval mode=reconstruction input=VIDEOS output=OUT "
                 "model.checkpoint=…</code> adds our numbers.")
     else:
         for steps, means in sorted(summary["by_steps"].items(), key=lambda item: int(item[0])):
-            rows.append(["ours", steps, html.number(means["ssim"]), html.number(means["ms_ssim"]),
+            rows.append([html.esc(f"ours ({summary.get('inversion', 'ddim')} inversion)"), steps,
+                         html.number(means.get("ssim_zero_padded")), html.number(means["ms_ssim"]),
                          html.number(means["lpips"]), html.number(means["mse"], ".4f"),
-                         html.number(means["psnr"], ".2f"), str(means["frames"])])
+                         html.number(means["psnr"], ".2f"), html.number(means["ssim"]), str(means["frames"])])
             classes.append("ours")
         model = summary["model"]
         lpips = summary.get("lpips_skipped")
         trend = "falls" if summary.get("error_falls_with_steps") else "does <b>not</b> fall"
-        note = (f"Ours: model <code>{html.esc(model['name'])}</code> at {model['image_size']} px, MS-SSIM over "
+        note = (f"Ours: model <code>{html.esc(model['name'])}</code> at {model['image_size']} px. SSIM as the "
+                "authors' evaluation computes it (window zero-padded at the border, like the paper's numbers); "
+                "SSIM valid: only where the whole window fits (Wang et al.). MS-SSIM over "
                 f"{summary['ms_ssim_scales']} scale(s) (the paper: 5 at 256 px); MSE {trend} as N grows."
                 + (f" LPIPS skipped: {html.esc(lpips)}." if lpips else ""))
-    headers = ["Method", "N", "SSIM ↑", "MS-SSIM ↑", "LPIPS ↓", "MSE ↓", "PSNR ↑", "Frames"]
+    headers = ["Method", "N", "SSIM ↑", "MS-SSIM ↑", "LPIPS ↓", "MSE ↓", "PSNR ↑", "SSIM valid ↑", "Frames"]
     return (f"<h3>Reconstruction</h3>{html.table(headers, rows, classes)}"
             f'<p class="note">{note}</p>')
 

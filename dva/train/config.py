@@ -51,6 +51,7 @@ class PreprocessJobConfig:
                 f"config key `face.align.crop_size`: {self.face.align.crop_size} must equal the model's "
                 f"`model.unet.image_size` ({self.model.unet.image_size}): crops are stored at the training size")
         self.frontend.validate("frontend")
+        self.face.check_device(self.frontend.num_gpus)
 
 
 @dataclass

@@ -32,3 +32,19 @@ def random_tiny_unet(tiny_config) -> UNet:
         for p in unet.parameters():
             p.copy_(torch.randn_like(p) / max(1, p[0].numel()) ** 0.5)
     return unet
+
+
+@pytest.fixture(scope="session")
+def official_vectors():
+    """The official reference test vectors' folder: skips without them, fails without them in CI (`CI=true`)."""
+    from reference_vectors import require_vectors
+
+    return require_vectors()
+
+
+@pytest.fixture
+def interpreted_triton():
+    """Triton kernels interpreted on CPU tensors (tests/conftest.py sets TRITON_INTERPRET=1 before triton loads)."""
+    triton = pytest.importorskip("triton")
+    if not triton.knobs.runtime.interpret:
+        pytest.skip("TRITON_INTERPRET=1 was overridden: the fused kernels cannot run on CPU tensors")

@@ -7,6 +7,7 @@ import json
 import pytest
 
 import dva.pipeline.edit_job as edit_job
+from dva.editing.clip_direction import _settings as clip_settings
 from dva.errors import ConfigError, MissingWeightsError
 from dva.pipeline.config import EditJobConfig, load_job_config
 from dva.pipeline.edits import parse_job_edits
@@ -33,7 +34,7 @@ def no_ray(monkeypatch):
 
 def test_clip_preset_sits_under_clip_edit_with_overrides_and_prefixed_errors(tmp_path):
     cfg = job(tmp_path, "clip_edit.iterations=7", "clip_edit.loss_weights.clip=2.5")
-    assert cfg.clip_edit_preset == "clip" and cfg.clip_edit.clip.name == "ViT-B-16"
+    assert cfg.clip_edit_preset == "clip" and cfg.clip_edit.clip.name == "ViT-B-16-quickgelu"
     assert cfg.clip_edit.iterations == 7 and cfg.clip_edit.loss_weights.clip == 2.5 and cfg.clip_edit.lr == 0.002
     assert cfg.clip_edit.output_prefix is None  # the job's default: <output>/.directions
     yaml = tmp_path / "fast_clip.yaml"
@@ -44,6 +45,18 @@ def test_clip_preset_sits_under_clip_edit_with_overrides_and_prefixed_errors(tmp
     with pytest.raises(ConfigError, match="no edit_methods preset named 'nope'"):
         job(tmp_path, "clip_edit_preset=nope")
     assert parse_job_edits([SPEC, "reconstruct"]) == [SPEC, "reconstruct"]  # accepted, no longer refused
+
+
+def test_clip_task_resources_are_their_own_block_and_validated(tmp_path):
+    cfg = job(tmp_path, "clip_edit.resources.num_gpus=0.5", "clip_edit.resources.custom.clip_node=1")
+    assert (cfg.clip_edit.resources.num_cpus, cfg.clip_edit.resources.num_gpus) == (1.0, 0.5)
+    assert cfg.clip_edit.resources.custom == {"clip_node": 1.0} and cfg.frontend.num_gpus == 0
+    # Where the task runs does not change the direction: the cache key ignores the block.
+    assert clip_settings(cfg.clip_edit) == clip_settings(job(tmp_path).clip_edit)
+    for override, key in (("clip_edit.resources.num_gpus=1.5", "num_gpus"), ("clip_edit.resources.num_cpus=-1",
+                          "num_cpus"), ("clip_edit.resources.custom.clip_node=-2", r"custom\.clip_node")):
+        with pytest.raises(ConfigError, match=rf"config key `clip_edit\.resources\.{key}`"):
+            job(tmp_path, override)
 
 
 def test_clip_edit_without_weights_names_the_key_before_ray_starts(tmp_path, no_ray):

@@ -27,8 +27,10 @@ def test_overrides_apply():
     ("z_face_dim=64", "z_face_dim"),
 ])
 def test_bad_values_name_the_key(override, key):
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as err:
         load_config(ModelConfig, "tiny", [override], group="model")
+    # one line, without omegaconf's own `full_key:` / `object_type=` context after it
+    assert "\n" not in str(err.value) and "full_key" not in str(err.value) and "object_type" not in str(err.value)
 
 
 def test_groupnorm_incompatible_widths_are_named():

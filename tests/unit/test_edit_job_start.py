@@ -4,9 +4,12 @@ checking the stages' resource requests."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 
 import pytest
+import torch
 
 import dva.pipeline.edit_job as edit_job
 from dva.errors import ConfigError
@@ -63,3 +66,48 @@ def test_stage_custom_resources_are_checked_and_requested(job):
                      ("frontend.resources={accel: 0}", "frontend.resources.accel")):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             make(bad)
+
+
+class _RunsCode:
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _missing(tmp_path):
+    return str(tmp_path / "nonexistent.safetensors")
+
+
+def _damaged(tmp_path):
+    path = tmp_path / "damaged.safetensors"
+    path.write_bytes(b"not a safetensors file")
+    return str(path)
+
+
+def _unsafe_pickle(tmp_path):
+    path = tmp_path / "unsafe.ckpt"
+    torch.save({"state_dict": _RunsCode(str(tmp_path / "code_ran"))}, path)
+    return str(path)
+
+
+@pytest.mark.parametrize("key,make", [("model.checkpoint", _missing), ("face.dlib.predictor", _missing),
+                                      ("model.checkpoint", _damaged), ("model.checkpoint", _unsafe_pickle)],
+                         ids=["missing-checkpoint", "missing-predictor", "damaged-checkpoint", "unsafe-pickle"])
+def test_a_bad_weight_file_is_one_error_before_ray_starts(tmp_path, key, make):
+    """Not hundreds of lines of Ray tracebacks from every stage actor: the CLI prints one error naming the file and
+    the key, and exits with the CLI's error code; nothing of an unsafe pickle runs."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "a.mp4").write_bytes(b"never decoded")
+    weights = make(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "dva.cli", "edit", "--config", "local_tiny", f"input={inputs}",
+                           f"output={tmp_path / 'out'}", f"{key}={weights}", "progress=false"],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "RAY_ADDRESS": ""})
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("dva edit: error: ") and proc.stderr.count("error:") == 1, proc.stderr
+    first = proc.stderr.splitlines()[0]
+    assert weights in first and f"`{key}`" in first
+    assert "Traceback" not in proc.stdout + proc.stderr and "ray" not in proc.stderr.lower()
+    assert not (tmp_path / "out").exists() and not (tmp_path / "code_ran").exists()

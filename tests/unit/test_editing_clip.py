@@ -93,6 +93,55 @@ def test_clip_loads_from_a_local_file_only(clip_weights, tmp_path):
         load_clip(ClipModelConfig(name="ViT-Q-99", weights=path), ["{}"])
 
 
+def openai_archive(state: dict, path) -> str:
+    """A stand-in for OpenAI's own CLIP file (`ViT-B-16.pt`): a TorchScript archive whose state dict holds the
+    weights in float16 under open_clip's key names plus OpenAI's three hyper-parameter entries."""
+    from torch import nn
+
+    state = {**{k: v.half() if v.is_floating_point() else v for k, v in state.items()},
+             "input_resolution": torch.tensor(32), "context_length": torch.tensor(32),
+             "vocab_size": torch.tensor(49408)}
+    root = nn.Module()
+    for key, value in state.items():
+        *parents, leaf = key.split(".")
+        module = root
+        for name in parents:
+            if not hasattr(module, name):
+                module.add_module(name, nn.Module())
+            module = getattr(module, name)
+        module.register_buffer(leaf, value)
+    torch.jit.script(root).save(str(path))
+    return str(path)
+
+
+def activations(model) -> set[str]:
+    from open_clip.transformer import QuickGELU
+
+    return {type(m).__name__ for m in model.modules() if isinstance(m, (QuickGELU, torch.nn.GELU))}
+
+
+def test_activation_matches_the_weights_origin(clip_weights, tmp_path):
+    """OpenAI trained CLIP with QuickGELU; open_clip's plain architectures use GELU. (No real open_clip architecture
+    is small: the smallest, ViT-S-32, has ≈50 M parameters, so the tiny one stands in for both kinds of file.)"""
+    import open_clip
+
+    path, state = clip_weights
+    plain = load_clip(ClipModelConfig(name=TINY_CLIP, weights=path), ["{}"])
+    assert activations(plain.model) == {"GELU"}  # an open_clip file: the architecture's own activation
+
+    archive = openai_archive(state, tmp_path / "ViT-B-16.pt")
+    openai = load_clip(ClipModelConfig(name=TINY_CLIP, weights=archive), ["{}"])
+    assert activations(openai.model) == {"QuickGELU"}  # recognised as OpenAI's: QuickGELU whatever the name
+    loaded = openai.model.state_dict()
+    assert all(torch.equal(loaded[k], v.half().float() if v.is_floating_point() else v) for k, v in state.items())
+    tokens = openai.tokenizer(["a face"])
+    assert not torch.allclose(openai.model.encode_text(tokens), plain.model.encode_text(tokens), atol=1e-3)
+
+    # The default architecture is OpenAI's ViT-B/16 as the paper used it, built with QuickGELU.
+    assert open_clip.get_model_config(ClipModelConfig().name)["quick_gelu"] is True
+    assert open_clip.get_model_config(load_clip_edit_config().clip.name)["quick_gelu"] is True
+
+
 def test_preprocessing_matches_open_clips_own_transform(clip_weights):
     import open_clip
 
@@ -197,7 +246,7 @@ def test_mask_limits_the_l1_term(micro_model, clip_weights, tmp_path):
 def test_config_takes_float_weights_and_names_bad_keys(micro_model):
     cfg = load_clip_edit_config(overrides=["loss_weights.clip=2.5", "loss_weights.id=1", "lr=0.01"])
     assert cfg.loss_weights.clip == 2.5 and isinstance(cfg.loss_weights.id, float) and cfg.loss_weights.l1 == 5.0
-    assert cfg.iterations == 2000 and cfg.steps == 5 and cfg.frames == [0] and cfg.clip.name == "ViT-B-16"
+    assert cfg.iterations == 2000 and cfg.steps == 5 and cfg.frames == [0] and cfg.clip.name == "ViT-B-16-quickgelu"
     with pytest.raises(ConfigError, match="loss_weights.l1"):
         load_clip_edit_config(overrides=["loss_weights.l1=-1"])
     with pytest.raises(ConfigError, match="templates"):

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +16,7 @@ from dva.evaluation.job import main as eval_main
 from dva.evaluation.job import run_eval
 from dva.evaluation.reconstruction import LpipsScorer, frame_scores, ms_ssim_scales
 from dva.face import align_video, iter_crops, load_face_config
-from dva.metrics import ms_ssim
+from dva.metrics import ms_ssim, ssim
 from dva.models.autoencoder import DiffusionVideoAutoencoder
 from dva.models.checkpoint import save_checkpoint
 from dva.models.config import ModelConfig
@@ -22,6 +24,7 @@ from dva.pipeline.latents import LatentStore
 from dva.pipeline.manifest import ResultRow, output_uri, write_result
 from dva.crops import crops_to_tensor
 from dva.report import write_edit_report
+from dva.report.edit_report import _reconstruction_section
 from dva.report.check import missing_references, references
 from dva.storage import exists, join, open_file, write_bytes_atomic
 from dva.storage import video_id as make_video_id
@@ -77,6 +80,7 @@ def test_reconstruction_error_falls_as_the_number_of_steps_grows(sample_clip, dl
     assert psnr[0] < psnr[1] < psnr[2], psnr
     assert summary["error_falls_with_steps"] is True and summary["steps"] == [5, 10, 20]
     assert summary["ms_ssim_scales"] == 1 and by_n["5"]["ms_ssim"] == pytest.approx(by_n["5"]["ssim"])
+    assert all(0 < by_n[n]["ssim_zero_padded"] <= 1 and by_n[n]["ssim_zero_padded"] != by_n[n]["ssim"] for n in by_n)
     assert by_n["5"]["lpips"] is None and "lpips_weights" in summary["lpips_skipped"]
     rows = read_table(summary, "results").to_pylist()
     assert [(r["steps"], r["frames"], r["unet_calls"], r["status"]) for r in rows] == [
@@ -90,7 +94,22 @@ def test_ms_ssim_uses_the_scales_that_fit_the_crop():
     b = (a + 0.05 * torch.randn(2, 3, 32, 32, generator=g)).clamp(0, 1)
     scores = frame_scores(a, b, LpipsScorer(None, torch.device("cpu")))
     assert torch.allclose(scores["ms_ssim"], ms_ssim(a, b, scales=2))
-    assert set(scores) == {"ssim", "ms_ssim", "mse", "psnr"}
+    assert set(scores) == {"ssim", "ssim_zero_padded", "ms_ssim", "mse", "psnr"}
+    assert torch.allclose(scores["ssim_zero_padded"], ssim(a, b, padding="zeros"))
+
+
+def test_report_shows_the_authors_ssim_in_the_papers_column():
+    """The paper's SSIM is the zero-padded one: that is the number beside it; the valid one gets its own column."""
+    summary = {"by_steps": {"20": {"ssim": 0.5, "ssim_zero_padded": 0.625, "ms_ssim": 0.75, "lpips": None,
+                                   "mse": 0.01, "psnr": 20.0, "frames": 8}},
+               "model": {"name": "tiny", "image_size": 32}, "ms_ssim_scales": 2, "error_falls_with_steps": True}
+    section = _reconstruction_section(summary)
+    headers = re.findall(r"<th>(.*?)</th>", section)
+    rows = {tuple(cells[:2]): dict(zip(headers, cells)) for cells in
+            (re.findall(r"<td>(.*?)</td>", row) for row in re.findall(r"<tr class=\"\w+\">(.*?)</tr>", section))}
+    ours, paper_row = rows[("ours (ddim inversion)", "20")], rows[("DVA (paper)", "100")]
+    assert ours["SSIM ↑"] == "0.625" and ours["SSIM valid ↑"] == "0.500"
+    assert paper_row["SSIM ↑"] == "0.922" and paper_row["SSIM valid ↑"] == "—"
 
 
 def test_configured_but_unusable_lpips_stops_the_run_up_front(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 
 from dva.errors import MissingWeightsError
 from dva.face import build_landmarker, load_face_config
-from dva.face.backends.dlib_hog import packaged_model
+from dva.dlib_models import packaged_model
 from dva.samples import PORTRAITS, load_photo
 
 
@@ -63,8 +63,7 @@ def test_fan_loads_configured_files_without_downloading(tmp_path, monkeypatch):
     """Random FAN weights and all-zero S3FD weights under made-up names: both must be the ones loaded."""
     import torch
     import torch.hub
-    from face_alignment.detection.sfd.net_s3fd import s3fd
-    from face_alignment.models import FAN
+    from dva.standins import write_fan, write_s3fd
 
     def no_download(*args, **kwargs):
         raise AssertionError(f"tried to download {args[:1]}")
@@ -73,10 +72,8 @@ def test_fan_loads_configured_files_without_downloading(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
     monkeypatch.setattr("face_alignment.utils.download_url_to_file", no_download)
     monkeypatch.setattr("face_alignment.detection.sfd.sfd_detector.load_state_dict_from_url", no_download)
-    torch.manual_seed(0)
-    fan_state = {k: v.half() for k, v in FAN(4).state_dict().items()}
-    torch.save(fan_state, tmp_path / "my_fan.bin")
-    torch.save({k: torch.zeros_like(v).half() for k, v in s3fd().state_dict().items()}, tmp_path / "my_s3fd.bin")
+    fan_state = torch.load(write_fan(tmp_path / "my_fan.bin"), weights_only=True)
+    write_s3fd(tmp_path / "my_s3fd.bin")
     hub_before = torch.hub.get_dir()
     landmarker = build_landmarker(load_face_config(
         "fan", [f"fan.weights={tmp_path}/my_fan.bin", f"fan.detector_weights={tmp_path}/my_s3fd.bin"]))
@@ -150,3 +147,23 @@ def test_insightface_glue_with_stand_in_models(tmp_path, monkeypatch):
                                       f"insightface.landmark_weights={tmp_path}/lmk106.onnx"])
     with pytest.raises(MissingWeightsError, match="is not a 68-point landmark model"):
         build_landmarker(wrong)
+
+
+def test_fan_detects_on_a_shrunk_copy_and_reports_full_resolution(tmp_path):
+    from dva import standins
+
+    cfg = load_face_config("fan", [f"fan.weights={standins.write_fan(tmp_path / 'fan.pth')}",
+                                   f"fan.detector_weights={standins.write_s3fd(tmp_path / 's3fd.pth')}",
+                                   "fan.detect_max_side=320"])
+    landmarker = build_landmarker(cfg)
+    seen = []
+
+    def detect_from_image(image):
+        seen.append(image.shape)
+        return [np.array([40.0, 30, 100, 90, 0.9])]
+
+    landmarker._model.face_detector.detect_from_image = detect_from_image
+    faces = landmarker.detect(np.zeros((360, 640, 3), np.uint8))
+    assert seen == [(180, 320, 3)]
+    np.testing.assert_allclose(faces[0].box, [80, 60, 200, 180])
+    assert faces[0].score == pytest.approx(0.9) and faces[0].points.shape == (68, 2)

@@ -5,7 +5,7 @@ relative L2 error of x0 after invert+generate, bf16 vs float32, is 0.93 % at N=1
 float32 path's own reconstruction error is 23 % and 11 %. bf16 keeps 8 mantissa bits (≈0.4 % per rounding); the
 clamped DDIM updates do not amplify it over 2N−1 calls. We allow 2 % and, so that a precision loss can never be
 mistaken for model error, at most a tenth of the float32 reconstruction error. channels_last only reorders float32
-reductions: 1e-4.
+reductions: 1e-4. The fused GroupNorm kernels (`generate.norm_kernels: triton`) are held to the same bounds.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dva.demo import SHIPPED_CHECKPOINT, training_set
 from dva.diffusion import ddim_generate, ddim_invert
 from dva.models.checkpoint import load_model
 from dva.models.config import ModelConfig
+from dva.models.fused_norm import use_fused_norms
 
 STEPS = 10
 
@@ -36,20 +37,30 @@ def trained(sample_clip):
     return model.unet, data["images"], cond
 
 
-def _round_trip(unet, x, cond, dtype=None, memory_format=torch.contiguous_format) -> torch.Tensor:
-    unet = unet.to(memory_format=memory_format)
+def _round_trip(unet, x, cond, dtype=None, memory_format=torch.contiguous_format, fused=False) -> torch.Tensor:
+    unet = use_fused_norms(unet.to(memory_format=memory_format), "cpu", enabled=fused)
     x = x.contiguous(memory_format=memory_format)
     try:
         x_T = ddim_invert(unet, x, cond, STEPS, autocast_dtype=dtype)
         return ddim_generate(unet, x_T, cond, STEPS, autocast_dtype=dtype)
     finally:
-        unet.to(memory_format=torch.contiguous_format)
+        use_fused_norms(unet.to(memory_format=torch.contiguous_format), "cpu", enabled=False)
 
 
-def test_bf16_autocast_matches_float32_within_measured_tolerance(trained):
+# The fused GroupNorm chains (generate.norm_kernels: triton), in the GPU's layout, run interpreted here: 19 UNet
+# calls at ≈ 13 s of CPU each, hence slow.
+NORM_KERNELS = ["eager", pytest.param("triton", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("norm_kernels", NORM_KERNELS)
+def test_bf16_autocast_matches_float32_within_measured_tolerance(trained, norm_kernels, request):
     unet, x, cond = trained
+    fused = norm_kernels == "triton"
+    if fused:
+        request.getfixturevalue("interpreted_triton")
     fp32 = _round_trip(unet, x, cond)
-    bf16 = _round_trip(unet, x, cond, torch.bfloat16)
+    bf16 = _round_trip(unet, x, cond, torch.bfloat16, torch.channels_last if fused else torch.contiguous_format,
+                       fused)
     assert torch.isfinite(bf16).all()
     model_error = _relative(fp32, x)
     precision_error = _relative(bf16, fp32)

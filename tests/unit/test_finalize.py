@@ -96,14 +96,16 @@ def _face_points() -> np.ndarray:
 
 def stage_c_inputs(output: str, source: str, video_id: str, edit: str, status: list[int],
                    edited_colour=(255, 0, 255)) -> int:
-    """Store the face track and one chunk of edited crops (one flat colour) as stages A and B leave them."""
+    """Store the face track and one chunk of edited crops (one flat colour, one per frame from the first to the last
+    face) as stages A and B leave them."""
     n = len(status)
     track = AlignedTrack(source=source, fps=Fraction(30), frame_size=(WIDTH, HEIGHT), crop_size=CROP,
                          points=np.repeat(_face_points()[None], n, 0).astype(np.float32),
                          status=np.array(status, np.uint8), quads=np.repeat(QUAD[None], n, 0))
     LatentStore(output, video_id).save_track(track)
     buf = io.BytesIO()
-    np.save(buf, np.broadcast_to(np.array(edited_colour, np.uint8), (n, CROP, CROP, 3)).copy(), allow_pickle=False)
+    edited = (len(track.face_frames), CROP, CROP, 3)
+    np.save(buf, np.broadcast_to(np.array(edited_colour, np.uint8), edited).copy(), allow_pickle=False)
     write_bytes_atomic(work_uri(output, video_id, edit, 0), buf.getvalue())
     return 1
 
@@ -178,7 +180,7 @@ def test_stage_c_pastes_inside_the_face_parsers_paste_classes(tmp_path):
     source = write_source(str(tmp_path / "face.mp4"), [Fraction(i, 30) for i in range(3)])
     chunks = stage_c_inputs(cfg.output, source, "vid", "reconstruct", [FrameStatus.DETECTED] * 3)
 
-    row = _finalize_pair(cfg, source, "face.mp4", "vid", "reconstruct", chunks, time.time())
+    row = _finalize_pair(cfg, source, "face.mp4", "vid", "reconstruct", chunks, time.time(), "fingerprint")
     assert row["status"] == "ok", row["error"]
 
     parser = build_face_parser(parser_cfg, "model.face_parser")

@@ -5,46 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 import torch
 import torch.nn.functional as F
 from insightface.model_zoo.arcface_onnx import ArcFaceONNX
-from onnx import TensorProto, helper, numpy_helper
 
 from dva.errors import MissingWeightsError
 from dva.models.config import EncoderConfig
 from dva.models.encoders import build_encoder
 from dva.models.insightface_encoder import InsightFaceIdentityEncoder, arcface_region
-
-POOL = 16  # 112 / 16 = 7: the tiny model pools to 3×7×7 and projects to 512
-
-
-def _tiny_arcface(path: Path, batch: int | str, size: int = 112) -> np.ndarray:
-    """Write an ONNX model N×3×size×size → N×512 (average-pool, flatten, linear); return its weight matrix."""
-    cells = 3 * (size // POOL) ** 2
-    weight = np.random.default_rng(0).standard_normal((512, cells)).astype(np.float32)
-    graph = helper.make_graph(
-        [
-            helper.make_node("AveragePool", ["input.1"], ["pooled"], name="pool", kernel_shape=[POOL, POOL],
-                             strides=[POOL, POOL]),
-            helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"),
-            helper.make_node("Gemm", ["flat", "weight"], ["683"], name="fc", transB=1),
-        ],
-        "tiny_arcface",
-        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [batch, 3, size, size])],
-        [helper.make_tensor_value_info("683", TensorProto.FLOAT, [batch, 512])],
-        [numpy_helper.from_array(weight, "weight")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return weight
+from standin_weights import ARCFACE_POOL, write_tiny_arcface_onnx
 
 
 def _expected(images: torch.Tensor, weight: np.ndarray) -> torch.Tensor:
     """What the tiny model must give when fed the ArcFace region with values in [-1, 1]."""
-    pooled = F.avg_pool2d(arcface_region(images, 112), POOL).flatten(1)
+    pooled = F.avg_pool2d(arcface_region(images, 112), ARCFACE_POOL).flatten(1)
     return F.normalize(pooled @ torch.from_numpy(weight).T, dim=1)
 
 
@@ -55,7 +30,7 @@ def _build(path: Path) -> InsightFaceIdentityEncoder:
 
 def test_loads_through_insightface_and_feeds_the_model_values_in_minus1_1(tmp_path):
     path = tmp_path / "w600k_tiny.onnx"
-    weight = _tiny_arcface(path, batch="N")
+    weight = write_tiny_arcface_onnx(path, batch="N")
     encoder = _build(path)
     assert isinstance(encoder.model, ArcFaceONNX)
     assert encoder.model.input_mean == 127.5 and encoder.model.input_std == 127.5
@@ -68,7 +43,7 @@ def test_loads_through_insightface_and_feeds_the_model_values_in_minus1_1(tmp_pa
 
 def test_fixed_batch_model_runs_one_image_at_a_time(tmp_path):
     path = tmp_path / "fixed.onnx"
-    weight = _tiny_arcface(path, batch=1)
+    weight = write_tiny_arcface_onnx(path, batch=1)
     images = torch.rand(2, 3, 128, 128) * 2 - 1  # not 256: resized to the 256 crop frame first
     assert torch.allclose(_build(path)(images), _expected(images, weight), atol=1e-4)
 
@@ -90,6 +65,6 @@ def test_missing_or_wrong_files_raise_missing_weights(tmp_path):
         _build(corrupt)
 
     attribute_model = tmp_path / "genderage.onnx"  # 96×96 input: insightface routes it as an attribute model
-    _tiny_arcface(attribute_model, batch="N", size=96)
+    write_tiny_arcface_onnx(attribute_model, batch="N", size=96)
     with pytest.raises(MissingWeightsError, match="not recognition"):
         _build(attribute_model)

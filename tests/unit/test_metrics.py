@@ -63,6 +63,53 @@ def test_ssim_matches_skimage_on_blurred_photo(astronaut):
     assert theirs[1] < theirs[0] < 0.95  # the blur really costs similarity, so the match is not trivial
 
 
+def _ssim_formula(a: np.ndarray, b: np.ndarray, zero_pad: bool) -> float:
+    """SSIM of two HWC images written straight from the formula: an 11×11 Gaussian window (σ 1.5) placed at every
+    position, statistics as weighted sums over it, the SSIM map averaged. With `zero_pad` the images are first
+    padded by 5 zeros on every side (pytorch-ssim's `conv2d(padding=5)`, the authors' metric)."""
+    x = np.arange(11) - 5.0
+    g = np.exp(-(x**2) / (2 * 1.5**2))
+    w = np.outer(g, g) / np.outer(g, g).sum()
+    if zero_pad:
+        a, b = (np.pad(img, ((5, 5), (5, 5), (0, 0))) for img in (a, b))
+    pa = np.lib.stride_tricks.sliding_window_view(a, (11, 11), axis=(0, 1))  # [H', W', C, 11, 11]
+    pb = np.lib.stride_tricks.sliding_window_view(b, (11, 11), axis=(0, 1))
+    def mean(v):
+        return (v * w).sum(axis=(-2, -1))
+    mu_a, mu_b = mean(pa), mean(pb)
+    var_a, var_b = mean(pa * pa) - mu_a**2, mean(pb * pb) - mu_b**2
+    cov = mean(pa * pb) - mu_a * mu_b
+    c1, c2 = 0.01**2, 0.03**2
+    ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return float(ssim_map.mean())
+
+
+@pytest.mark.parametrize("padding", ["valid", "zeros"])
+def test_both_ssim_borders_match_the_formula(astronaut, padding):
+    """Against an independent implementation of the formula (torchmetrics is not installed; its SSIM is the valid
+    variant, which also matches skimage above). Non-square crops, one darkened and one noisy."""
+    rng = np.random.default_rng(0)
+    crop = astronaut[40:88, 60:124]  # 48×64
+    outputs = [crop * 0.7, np.clip(crop + rng.normal(0, 0.08, crop.shape), 0, 1)]
+    ours = ssim(_batch(crop, crop), _batch(*outputs), padding=padding)
+    expected = [_ssim_formula(crop, out, zero_pad=padding == "zeros") for out in outputs]
+    assert ours.tolist() == pytest.approx(expected, abs=1e-5)
+    assert max(expected) < 0.95  # the outputs really differ from the crop
+
+
+def test_zero_padded_ssim_differs_from_valid_and_fits_any_size(astronaut):
+    crop = astronaut[40:88, 60:124]
+    noisy = np.clip(crop + np.random.default_rng(1).normal(0, 0.08, crop.shape), 0, 1)
+    valid, zeros = (ssim(_batch(crop), _batch(noisy), padding=p).item() for p in ("valid", "zeros"))
+    assert abs(valid - zeros) > 1e-3, (valid, zeros)  # 48×64 crops: the border is a third of the image
+    tiny = _batch(crop[:8, :9])
+    assert ssim(tiny, tiny, padding="zeros").item() == pytest.approx(1.0)
+    with pytest.raises(DvaError, match="at least 11"):
+        ssim(tiny, tiny)
+    with pytest.raises(DvaError, match="padding"):
+        ssim(tiny, tiny, padding="reflect")
+
+
 def test_ms_ssim_ranks_blur_and_reduces_to_ssim_at_one_scale(astronaut):
     ref = _batch(astronaut, astronaut)
     out = _batch(*(gaussian(astronaut, sigma=s, channel_axis=-1) for s in (1.0, 2.5)))

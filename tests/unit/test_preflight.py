@@ -135,15 +135,23 @@ def test_a_passing_check_prints_the_plan(capsys, two_clips, tmp_path):
     from dva.pipeline.manifest import ResultRow, output_uri, write_result
     from dva.video.decode import probe
 
+    from dva.pipeline.edit_job import job_config_from_arguments
+    from dva.pipeline.stages import latent_key
+    from dva.storage import file_stamp
+
     out_dir = str(tmp_path / "out")
+    overrides = [f"input={two_clips}", f"output={out_dir}", "model.checkpoint=null"]
     done, todo = discover_inputs(str(two_clips))
     finished = output_uri(out_dir, done.key, "reconstruct")  # as the job leaves a finished pair: video, then row
     os.makedirs(os.path.dirname(finished))
     open(finished, "wb").close()
-    write_result(out_dir, ResultRow(done.uri, done.video_id, "reconstruct", "ok", frames=12, output=finished))
+    made_from = latent_key(job_config_from_arguments("local_tiny", overrides)).fingerprint(file_stamp(done.uri))
+    write_result(out_dir, ResultRow(done.uri, done.video_id, "reconstruct", "ok", frames=12, output=finished,
+                                    fingerprint=made_from))
+    write_result(out_dir, ResultRow(todo.uri, todo.video_id, "reconstruct", "ok", frames=12, output=finished,
+                                    fingerprint="other weights"))  # made by another model: to do again
 
-    code, out, _ = run(capsys, "check", "edit", *TINY, f"input={two_clips}", f"output={out_dir}",
-                       "model.checkpoint=null")
+    code, out, _ = run(capsys, "check", "edit", *TINY, *overrides)
     assert code == 0, out
     assert "every check passed" in out
     assert "--- resolved config" in out and "model_preset: tiny" in out

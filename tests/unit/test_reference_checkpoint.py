@@ -9,7 +9,6 @@ networks, and beside the weights the entries Lightning 1.4 writes (epoch, callba
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import types
 from collections import OrderedDict
@@ -20,6 +19,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from reference_vectors import SMALL, VECTORS
+
 from dva.cli import main
 from dva.config import load_config
 from dva.errors import MissingWeightsError
@@ -28,14 +29,7 @@ from dva.models.config import ModelConfig
 from dva.models.reference.bisenet import BiSeNet, FaceParserMasker
 from dva.models.reference.convert import convert, map_reference_keys, meta_model
 
-_REPO = Path(__file__).resolve().parents[2]
-_CANDIDATES = [_REPO / "shared/testvectors/official", _REPO.parent / "shared/testvectors/official"]
-VECTORS = Path(os.environ.get("DVA_TESTVECTORS") or next((p for p in _CANDIDATES if p.is_dir()), _CANDIDATES[0]))
-pytestmark = pytest.mark.skipif(not VECTORS.is_dir(), reason=f"official test vectors not found at {VECTORS}")
-
-# reference256 with the UNet of the official small vectors (unet_small/config.json); E_id is not under test here.
-SMALL = ["name=reference_small", "unet.image_size=32", "unet.model_channels=32", "unet.channel_mult=[1,2,2]",
-         "unet.num_res_blocks=1", "unet.dropout=0.0", "identity_encoder.kind=random"]
+pytestmark = pytest.mark.usefixtures("official_vectors")
 LANDMARK_FILE = "mobilenet_224_model_best_gdconv_external.pth.tar"
 
 

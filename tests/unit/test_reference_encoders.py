@@ -3,13 +3,14 @@ test vectors, and the errors a wrong or missing file gives."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 from torch import nn
+
+from reference_vectors import VECTORS
 
 from dva.errors import MissingWeightsError
 from dva.models.config import EncoderConfig
@@ -25,10 +26,7 @@ from dva.models.reference.bisenet import (
 )
 from dva.models.reference.landmarks import MobileNetLandmarkEncoder, landmark_input
 
-_REPO = Path(__file__).resolve().parents[2]
-_CANDIDATES = [_REPO / "shared/testvectors/official", _REPO.parent / "shared/testvectors/official"]
-VECTORS = Path(os.environ.get("DVA_TESTVECTORS") or next((p for p in _CANDIDATES if p.is_dir()), _CANDIDATES[0]))
-needs_vectors = pytest.mark.skipif(not VECTORS.is_dir(), reason=f"official test vectors not found at {VECTORS}")
+needs_vectors = pytest.mark.usefixtures("official_vectors")
 
 
 def _listed_keys(path: Path) -> list[tuple[str, tuple[int, ...]]]:

@@ -13,8 +13,10 @@ import s3fs
 from dva.errors import StorageError
 from dva.storage import (
     atomic_output,
+    content_digest,
     exists,
     join,
+    local_path,
     list_files,
     open_file,
     output_key,
@@ -200,6 +202,12 @@ def test_redact_removes_uri_credentials_signatures_and_env_secrets(monkeypatch):
     assert "s3://***@bucket/a.mp4" in text and "&v=1" in text and "after 1 try" in text
 
 
+@pytest.mark.parametrize("after", [")", ",", ";", ".", "]", ">", "'", " "])
+def test_redact_keeps_the_character_after_a_signature(after):
+    text = f"(see https://b/k.mp4?X-Amz-Signature=dead%2Fbe.ef-1{after} next"
+    assert redact(text) == f"(see https://b/k.mp4?X-Amz-Signature=***{after} next"
+
+
 def test_storage_errors_are_redacted(s3_server, monkeypatch):
     monkeypatch.setenv("DVA_TEST_SECRET", "sekrit-value-42")
     with pytest.raises(StorageError) as info:
@@ -218,3 +226,36 @@ def test_sweep_partials_deletes_only_old_temporaries(storage_root):
     assert sweep_partials(storage_root, older_than_s=0) == 2
     assert _all_files(storage_root) == ["videos/a.mp4"] and _read(join(storage_root, "videos", "a.mp4")) == b"done"
     assert sweep_partials(join(storage_root, "nothing-here"), older_than_s=0) == 0
+
+
+def test_a_remote_weight_file_replaced_at_the_same_uri_is_fetched_again(s3_bucket, tmp_path, monkeypatch):
+
+    monkeypatch.setenv("DVA_CACHE_DIR", str(tmp_path / "cache"))
+    uri = f"{s3_bucket}/weights/model.safetensors"
+    fs = s3fs.S3FileSystem()
+    fs.pipe(uri, b"first version")
+    assert local_path(uri, config_key="model.checkpoint").read_bytes() == b"first version"
+    fs.pipe(uri, b"second version, replaced")
+    assert local_path(uri, config_key="model.checkpoint").read_bytes() == b"second version, replaced"
+    assert local_path(uri, config_key="model.checkpoint").read_bytes() == b"second version, replaced"
+    fs.pipe(uri, b"third")
+    first = content_digest(uri)
+    fs.pipe(uri, b"fourth version")
+    assert content_digest(uri) != first  # a new ETag
+    copy = f"{s3_bucket}/elsewhere/model.safetensors"
+    fs.pipe(copy, b"fourth version")
+    assert content_digest(copy) == content_digest(uri)  # the server's ETag follows the bytes: nothing is downloaded
+
+
+def test_content_digest_follows_the_bytes_not_the_location(tmp_path):
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(b"weights")
+    b.write_bytes(b"weights")
+    assert content_digest(str(a)) == content_digest(str(b))
+    a.write_bytes(b"other weights")  # replaced in place: size and mtime change
+    assert content_digest(str(a)) != content_digest(str(b))
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "x.dat").write_bytes(b"x")
+    before = content_digest(str(tmp_path / "folder"))
+    (tmp_path / "folder" / "x.dat").write_bytes(b"yy")
+    assert content_digest(str(tmp_path / "folder")) != before

@@ -9,37 +9,27 @@ Products that must be usable commercially should configure the `fan` or `insight
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import cv2
-import dlib
 import numpy as np
 
+from dva.dlib_models import import_dlib, packaged_model
 from dva.errors import MissingWeightsError
 from dva.face.config import DlibConfig
-from dva.face.landmarker import DetectedFace
+from dva.face.detection import DetectedFace
 from dva.storage import local_path
 
 PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 
 
-def packaged_model(file_name: str, config_key: str) -> Path:
-    """A model file of the face_recognition_models package (whose import is broken on new setuptools)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingWeightsError(f"face_recognition_models/models/{file_name}", config_key,
-                                  "the face_recognition_models package is not installed (pip install dva[dlib])")
-    path = Path(spec.submodule_search_locations[0]) / "models" / file_name
-    if not path.is_file():
-        raise MissingWeightsError(str(path), config_key)
-    return path
-
-
 class ShapePredictor68:
-    """dlib's 68-point landmark regressor for a given face box (also used on boxes from other detectors)."""
+    """dlib's 68-point landmark regressor for a given face box (also used on boxes from other detectors).
 
-    def __init__(self, predictor: str = "", config_key: str = "dlib.predictor"):
+    `chooser` is the config key that chose dlib here and `choice` what it chose: both go into the error when dlib
+    is not installed."""
+
+    def __init__(self, predictor: str = "", config_key: str = "dlib.predictor", chooser: str = "backend",
+                 choice: str = "backend 'dlib'"):
+        self._dlib = dlib = import_dlib(chooser, choice)
         path = local_path(predictor, config_key=config_key) if predictor else packaged_model(PREDICTOR_FILE, config_key)
         try:
             self._predictor = dlib.shape_predictor(str(path))
@@ -51,7 +41,7 @@ class ShapePredictor68:
 
     def __call__(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray:
         left, top, right, bottom = (int(round(v)) for v in box[:4])
-        shape = self._predictor(frame, dlib.rectangle(left, top, right, bottom))
+        shape = self._predictor(frame, self._dlib.rectangle(left, top, right, bottom))
         return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
 
 
@@ -60,8 +50,8 @@ class DlibLandmarker:
 
     def __init__(self, cfg: DlibConfig):
         self.cfg = cfg
-        self._detector = dlib.get_frontal_face_detector()
-        self._points = ShapePredictor68(cfg.predictor)
+        self._points = ShapePredictor68(cfg.predictor)  # first: it raises the error naming the extra
+        self._detector = import_dlib("backend", "backend 'dlib'").get_frontal_face_detector()
 
     def detect(self, frame: np.ndarray) -> list[DetectedFace]:
         scale = min(1.0, self.cfg.detect_max_side / max(frame.shape[:2]))
@@ -74,3 +64,6 @@ class DlibLandmarker:
             box = np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], dtype=np.float64) / scale
             faces.append(DetectedFace(box=box, points=self._points(frame, box), score=float(score)))
         return faces
+
+    def landmarks(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray:
+        return self._points(frame, box)

@@ -15,12 +15,13 @@ import warnings
 from pathlib import Path
 from urllib.parse import urlparse
 
+import cv2
 import numpy as np
 import torch
 
-from dva.face.backends.dlib_hog import packaged_model
+from dva.dlib_models import import_dlib, packaged_model
 from dva.face.config import FanConfig
-from dva.face.landmarker import DetectedFace
+from dva.face.detection import DetectedFace
 from dva.storage import local_path
 
 # torch.hub's folder is process-wide: builds that swap it must not overlap.
@@ -56,18 +57,28 @@ class FanLandmarker:
         if cfg.detector == "sfd":
             detector_file = local_path(cfg.detector_weights, config_key="fan.detector_weights")
         else:  # dlib: HOG on CPU; on CUDA face-alignment wants the MMOD CNN file, which face_recognition_models has
+            import_dlib("fan.detector", "detector 'dlib'")  # face-alignment's dlib detector imports it
             detector_file = packaged_model("mmod_human_face_detector.dat", "fan.detector_weights")
+        self.cfg = cfg
         self._model = _build_offline(weights, cfg, {"path_to_detector": str(detector_file)})
 
-    def detect(self, frame: np.ndarray) -> list[DetectedFace]:
+    def _boxes(self, frame: np.ndarray) -> list[np.ndarray]:
+        """The detector's boxes, found on a copy shrunk to `detect_max_side` (S3FD's cost grows with the pixels)."""
+        scale = min(1.0, self.cfg.detect_max_side / max(frame.shape[:2])) if self.cfg.detect_max_side else 1.0
+        small = frame if scale == 1.0 else cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        boxes = self._model.face_detector.detect_from_image(small.copy())
+        return [np.concatenate([np.asarray(b[:4], np.float64) / scale, np.asarray(b[4:], np.float64)]) for b in boxes]
+
+    def _points(self, frame: np.ndarray, boxes: list[np.ndarray]) -> list[np.ndarray]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # face-alignment warns on every frame without a face
-            points, _, boxes = self._model.get_landmarks_from_image(frame, return_bboxes=True)
-        if points is None:
-            return []
-        faces = []
-        for pts, box in zip(points, boxes):
-            box = np.asarray(box, dtype=np.float64)
-            score = float(box[4]) if box.shape[0] > 4 else 1.0  # S3FD appends a score, dlib's HOG does not
-            faces.append(DetectedFace(box=box[:4], points=np.asarray(pts)[:, :2].astype(np.float32), score=score))
-        return faces
+            points = self._model.get_landmarks_from_image(frame, detected_faces=boxes)
+        return [np.asarray(p)[:, :2].astype(np.float32) for p in points or []]
+
+    def detect(self, frame: np.ndarray) -> list[DetectedFace]:
+        boxes = self._boxes(frame)
+        return [DetectedFace(box=box[:4], points=pts, score=float(box[4]) if box.shape[0] > 4 else 1.0)
+                for box, pts in zip(boxes, self._points(frame, boxes))]  # S3FD appends a score, dlib's HOG not
+
+    def landmarks(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray:
+        return self._points(frame, [np.asarray(box[:4], np.float64)])[0]

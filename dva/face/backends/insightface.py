@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from dva.errors import MissingWeightsError
-from dva.face.backends.dlib_hog import ShapePredictor68
 from dva.face.config import InsightfaceConfig
-from dva.face.landmarker import DetectedFace
+from dva.face.detection import DetectedFace
 from dva.storage import local_path
 
 
@@ -57,7 +56,11 @@ class InsightfaceLandmarker:
             model.prepare(ctx_id)
             self._landmarks = model
         else:
-            self._dlib_points = ShapePredictor68(config_key="insightface.landmark_weights")
+            from dva.face.backends.dlib_hog import ShapePredictor68
+
+            self._dlib_points = ShapePredictor68(
+                config_key="insightface.landmark_weights", chooser="insightface.landmark_weights",
+                choice="an empty value (dlib's 68-point predictor on the SCRFD box; set a 1k3d68.onnx instead)")
 
     def _points(self, frame: np.ndarray, bgr: np.ndarray, box: np.ndarray) -> np.ndarray:
         if self._landmarks is None:
@@ -73,3 +76,6 @@ class InsightfaceLandmarker:
             DetectedFace(box=row[:4].astype(np.float64), points=self._points(frame, bgr, row[:4]), score=float(row[4]))
             for row in boxes
         ]
+
+    def landmarks(self, frame: np.ndarray, box: np.ndarray) -> np.ndarray:
+        return self._points(frame, np.ascontiguousarray(frame[..., ::-1]), box)
