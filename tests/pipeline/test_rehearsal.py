@@ -33,6 +33,7 @@ from dva.pipeline.manifest import read_manifest
 from dva.samples import make_sample_clip
 from dva.train.config import load_preprocess_config, load_train_config
 from dva.train.shards import list_shards
+from no_dlib import without_dlib_folder
 from s3 import free_port
 from standin_weights import StandIns
 
@@ -42,23 +43,8 @@ REPO = Path(__file__).resolve().parents[2]
 FRAME_HW = (240, 320)
 FACE_SCALE = 0.45  # face box side / frame height in dva.samples
 CLIPS = {"astronaut.mp4": ("astronaut", 6), "grace.mp4": ("grace_hopper", 5)}
-HIDDEN = ("dlib", "face_recognition_models")  # the `[dlib]` extra, which the cluster image does not install
 SMALL_UNET = ["model.unet.model_channels=32", "model.unet.channel_mult=[1,1,1,1,1,1]", "model.unet.num_res_blocks=1"]
 JOB_TIMEOUT_S = 1500
-
-NO_DLIB = textwrap.dedent(f"""\
-    # Makes the [dlib] extra unimportable in every Python process started with this folder on PYTHONPATH.
-    import sys
-
-    class _NotInstalled:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in {HIDDEN!r}:
-                raise ModuleNotFoundError(f"No module named {{name!r}} (hidden by the rehearsal)", name=name)
-            return None
-
-    sys.meta_path.insert(0, _NotInstalled())
-""")
-
 
 def _face_box() -> tuple[float, float, float, float]:
     """The still head of a `motion=0` sample clip: a box FACE_SCALE × height wide at the frame centre."""
@@ -78,9 +64,7 @@ def rehearsal(s3_server, tmp_path_factory):
         clip = make_sample_clip(work / name, person, frames=frames, size=FRAME_HW[::-1], motion=0.0,
                                 face_scale=FACE_SCALE)
         fs.put(clip, f"{s3_bucket}/videos/{name}")
-    nodlib = work / "nodlib"
-    nodlib.mkdir()
-    (nodlib / "sitecustomize.py").write_text(NO_DLIB)
+    nodlib = without_dlib_folder(work / "nodlib")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(nodlib), str(REPO)]), "HF_HUB_OFFLINE": "1",
            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
 

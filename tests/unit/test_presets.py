@@ -99,12 +99,12 @@ def build_face(name, standins, tmp_path):
 def build_edit(name, standins, tmp_path):
     from dva.editing.edits import parse_edit
     from dva.pipeline.config import EditJobConfig, load_job_config
-    from dva.pipeline.stages import GenerateStage, PrepareStage
+    from dva.pipeline.stages import GenerateStage, PrepareStage, latent_key
 
     cfg = resolve(lambda n, o: load_job_config(EditJobConfig, n, o), name, standins,
                   _job_overrides("edit", name, input=str(tmp_path / "in"), output=str(tmp_path / "out")))
     clip_edits = any(parse_edit(e).kind == "clip" for e in cfg.edits)
-    prepare = PrepareStage(cfg, clip_edits=clip_edits)
+    prepare = PrepareStage(cfg, latent_key(cfg), clip_edits=clip_edits)
     _encodes(prepare.model)
     _detects(prepare.landmarker)
     _encodes(GenerateStage(cfg).model)
@@ -187,3 +187,28 @@ def test_every_config_group_has_a_builder():
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_preset_builds(path: Path, standins, tmp_path):
     BUILDERS[path.parent.name](path.stem, standins, tmp_path)
+
+
+# The presets the cluster specs (cluster/) run in the image, which has no dlib.
+CLUSTER_PRESETS = ["edit/cluster_gpu", "preprocess/cluster", "train/dva256_8gpu", "eval/gpu", "train_classifier/gpu",
+                   "model/dva256", "face/fan_tracked"]
+
+
+@pytest.mark.slow
+def test_cluster_presets_build_without_dlib(tmp_path):
+    """The same builds in a fresh interpreter where dlib and its model package cannot be imported."""
+    import os
+    import subprocess
+    import sys
+
+    from no_dlib import without_dlib_folder
+
+    tests = Path(__file__).resolve().parents[1]
+    site = without_dlib_folder(tmp_path / "nodlib")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(tests.parent), os.environ.get("PYTHONPATH", "")])}
+    ids = [f"{__file__}::test_preset_builds[{name}]" for name in CLUSTER_PRESETS]
+    probe = subprocess.run([sys.executable, "-c", "import dlib"], env=env, capture_output=True, text=True)
+    assert probe.returncode != 0 and "hidden" in probe.stderr
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *ids], env=env,
+                         capture_output=True, text=True, timeout=1200, cwd=tests.parent)
+    assert run.returncode == 0 and f"{len(ids)} passed" in run.stdout, run.stdout[-3000:] + run.stderr[-2000:]

@@ -21,8 +21,7 @@ SCRIPT = textwrap.dedent("""
     from dva.models.encoders import build_encoder
 
     for module in pkgutil.walk_packages(dva.__path__, "dva."):
-        if module.name != "dva.models.fan_encoder":  # built by another branch; not yet on this one
-            importlib.import_module(module.name)
+        importlib.import_module(module.name)
 
     tmp = sys.argv[1]
     fan = build_landmarker(load_face_config("fan", [
