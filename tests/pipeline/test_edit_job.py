@@ -214,6 +214,7 @@ def tiny_clip_weights(tmp_path_factory) -> str:
     return str(path)
 
 
+@pytest.mark.slow  # ≈ 1 min: two job passes with CLIP optimisation; CI runs it with the slow tests
 def test_clip_edit_optimises_each_video_once_and_reads_the_cache_after(ray_local, tiny_checkpoint, tiny_clip_weights,
                                                                         tmp_path, capsys):
     clips = tmp_path / "in"
