@@ -56,7 +56,9 @@ def test_suite_runs_every_section_on_cpu(tmp_path):
     assert "interpreted" in accuracy["bf16 NCHW fused eager"]["skipped"]  # too slow here; on CUDA it is measured
     assert _rows(report, "stage B")[0]["frames"] == 8
     job = _rows(report, "job")[0]
-    assert job["frames"] == 12 and job["second_edit_calls_per_frame"] == 10.0  # local_tiny: N=10
+    # 2 clips × 6 frames; a frame before the first or after the last detected face (dlib at 128 px) is copied, not
+    # inverted, so the UNet may see one or two fewer.
+    assert 10 <= job["frames"] <= 12 and job["second_edit_calls_per_frame"] == 10.0  # local_tiny: N=10
 
 
 def test_suite_budget_skips_rows_instead_of_running_over(tmp_path):
