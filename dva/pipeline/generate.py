@@ -59,8 +59,10 @@ def _in_batches(fn, x: torch.Tensor, cond: torch.Tensor, batch: int, memory_form
     return torch.cat(out)
 
 
-def generate_chunks(model: DiffusionVideoAutoencoder, rows: list[dict], *, device: torch.device,
-                    **settings) -> list[dict]:
+def generate_chunks(model: DiffusionVideoAutoencoder, rows: list[dict], *, output: str, steps: int,
+                    batch_frames: int, store_latents: bool, inversion: InversionConfig, device: torch.device,
+                    autocast_dtype: Optional[torch.dtype],
+                    memory_format: torch.memory_format = torch.contiguous_format) -> list[dict]:
     """Process stage-A rows; return one small row per (chunk, edit) saying what was written (or the error).
 
     A failure is contained per video: when a batch that mixes videos fails (a missing x_T chunk, a storage error,
@@ -71,6 +73,8 @@ def generate_chunks(model: DiffusionVideoAutoencoder, rows: list[dict], *, devic
     rows = [r for r in rows if not r["error"]]
     if not rows:
         return results
+    settings = dict(output=output, steps=steps, batch_frames=batch_frames, store_latents=store_latents,
+                    inversion=inversion, autocast_dtype=autocast_dtype, memory_format=memory_format)
     try:
         return results + _generate(model, rows, device=device, **settings)
     except Exception as err:

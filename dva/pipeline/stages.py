@@ -24,7 +24,7 @@ from dva.pipeline.fast_unet import prepare_unet
 from dva.pipeline.generate import generate_chunks
 from dva.pipeline.latents import LatentKey, LatentStore
 from dva.pipeline.prepare import VideoTask, failed_row, prepare_video
-from dva.pipeline.runtime import failure_reason, limit_threads, stage_device
+from dva.pipeline.runtime import failure_reason, limit_threads, on_device, stage_device
 from dva.storage import content_digest
 
 
@@ -85,9 +85,6 @@ class PrepareStage:
         self.resolver = EditResolver(model, cfg, self.landmarker)
         self.key = key
 
-    def _encode(self, fn):
-        return lambda images: fn(images.to(self.device))
-
     def __call__(self, batch: dict) -> Iterator[dict]:
         limit_threads(self.cfg.frontend.num_cpus)
         for i in range(len(batch["uri"])):
@@ -95,8 +92,8 @@ class PrepareStage:
                              list(batch["edits"][i]), str(batch["source"][i]))
             try:
                 for row in prepare_video(task, self.cfg.face, self.landmarker,
-                                         self._encode(self.model.encode_identity),
-                                         self._encode(self.model.encode_landmarks), self.resolver,
+                                         on_device(self.model.encode_identity, self.device),
+                                         on_device(self.model.encode_landmarks, self.device), self.resolver,
                                          LatentStore(self.cfg.output, task.video_id), self.key,
                                          self.cfg.chunk_frames, self.cfg.reuse_latents):
                     yield {k: [v] for k, v in row.items()}

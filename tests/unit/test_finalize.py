@@ -20,7 +20,7 @@ from dva.face.record import AlignedTrack
 from dva.face.track import FrameStatus
 from dva.face.warp import crop_face
 from dva.models.config import EncoderConfig
-from dva.models.reference.bisenet import BiSeNet, build_face_parser, paste_mask
+from dva.models.reference.bisenet import build_face_parser, paste_mask
 from dva.pipeline.config import EditJobConfig, load_job_config
 from dva.pipeline.edit_job import _finalize_pair
 from dva.pipeline.finalize import finalize_video, paste_masker
@@ -28,6 +28,7 @@ from dva.pipeline.generate import work_uri
 from dva.pipeline.latents import LatentStore
 from dva.storage import write_bytes_atomic
 from dva.video import Colour, iter_frames, probe
+from standin_weights import write_bisenet
 
 WIDTH, HEIGHT, CROP = 96, 64, 32
 QUAD = np.array([[32, 16], [32, 48], [64, 48], [64, 16]], np.float64)  # a 32 px square: crop pixels = frame pixels
@@ -169,9 +170,7 @@ def test_output_carries_the_source_colour_tags_and_colours(tmp_path, colour):
 def test_stage_c_pastes_inside_the_face_parsers_paste_classes(tmp_path):
     """A model with a face parser (a stand-in 79999_iter.pth, random but in the reference format): stage C pastes
     the edit where the parser's paste classes are on the original crop, not inside the landmark hull."""
-    weights = tmp_path / "79999_iter.pth"
-    torch.manual_seed(0)
-    torch.save(BiSeNet().state_dict(), weights)
+    weights = write_bisenet(tmp_path / "79999_iter.pth")
     parser_cfg = EncoderConfig(kind="reference_bisenet", weights=str(weights))
     cfg = load_job_config(EditJobConfig, "local_tiny", [f"output={tmp_path / 'out'}", "input=unused/",
                                                          "face.mask.dilate_px=0", "face.mask.blur_px=0"])
