@@ -21,9 +21,10 @@ import torch
 
 from dva.diffusion import autocast_dtype, ddim_generate, ddim_invert
 from dva.models.checkpoint import load_model
-from dva.pipeline.config import EditJobConfig, load_job_config
+from dva.pipeline.config import EditJobConfig
+from dva.runtime.config import load_job_config
 from dva.pipeline.edit_job import run_edit_job
-from dva.pipeline.runtime import init_ray
+from dva.runtime.cluster import init_ray
 from dva.samples import make_sample_clip
 
 

@@ -44,7 +44,8 @@ from dva.crops import crops_to_tensor
 from dva.face import build_landmarker, iter_crops, load_face_config, track_faces, track_quads
 from dva.models.config import EncoderConfig
 from dva.models.encoders import build_encoder
-from dva.pipeline.config import EditJobConfig, load_job_config
+from dva.pipeline.config import EditJobConfig
+from dva.runtime.config import load_job_config
 from dva.samples import make_sample_clip
 from dva.train.config import PreprocessJobConfig
 from dva.video import iter_frames

@@ -15,7 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("dva.report.edit_report:main", "write the static HTML report of an edit run (stills, players, metrics)"),
     "preprocess": ("dva.train.preprocess:main", "training shards (crops, z codes, masks) from face videos on Ray"),
     "train": ("dva.train.ray_train:main", "train the autoencoder on Ray Train (DDP, checkpoints, resume)"),
-    "train-classifier": ("dva.editing.classifier_job:main",
+    "train-classifier": ("dva.train.classifier_job:main",
                          "attribute classifiers on z_id from annotated face images (for classifier edits)"),
     "check": ("dva.preflight.cli:main",
               "pre-flight check of a job (config, weights, inputs, output, resources, plan); starts nothing"),

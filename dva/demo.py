@@ -29,7 +29,8 @@ from dva.face.warp import iter_crops
 from dva.models.autoencoder import DiffusionVideoAutoencoder
 from dva.models.checkpoint import save_checkpoint
 from dva.models.config import ModelConfig
-from dva.pipeline.config import EditJobConfig, load_job_config
+from dva.pipeline.config import EditJobConfig
+from dva.runtime.config import load_job_config
 from dva.pipeline.edit_job import print_summary, run_edit_job
 from dva.crops import crops_to_tensor
 from dva.samples import make_sample_clip

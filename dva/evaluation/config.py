@@ -9,7 +9,7 @@ from dva.diffusion.inversion import InversionConfig
 from dva.errors import ConfigError
 from dva.face.config import FaceConfig
 from dva.models.config import EncoderConfig, ModelConfig
-from dva.pipeline.config import PRECISIONS, load_job_config
+from dva.runtime.config import PRECISIONS, load_job_config
 
 MODES = ("reconstruction", "edit")
 # Identity networks for TL-ID / TG-ID, by `dva.models.encoders` kind, with the aligned-crop side each reads best:

@@ -31,8 +31,8 @@ from dva.face.warp import crop_face, to_crop_coords
 from dva.metrics import flicker, identity_consistency
 from dva.models.config import EncoderConfig
 from dva.models.encoders import build_encoder
-from dva.pipeline.latents import LatentStore
-from dva.pipeline.manifest import read_manifest
+from dva.latents import LatentStore
+from dva.runtime.manifest import read_manifest
 from dva.crops import crops_to_tensor
 from dva.storage import redact
 from dva.video import iter_frames

@@ -18,7 +18,7 @@ from dva.errors import DvaError
 from dva.evaluation import consistency, paper, reconstruction
 from dva.evaluation.config import EvalConfig, load_eval_config
 from dva.evaluation.results import eval_prefix, write_summary, write_table
-from dva.pipeline.runtime import configured_device
+from dva.runtime.cluster import configured_device
 from dva.storage import join, redact
 
 log = logging.getLogger("dva.eval")
@@ -28,7 +28,7 @@ def run_reconstruction(cfg: EvalConfig) -> str:
     """Evaluate every input video at every N; write the tables and summary; return the summary's URI."""
     from dva.face.landmarker import build_landmarker
     from dva.models.checkpoint import load_model
-    from dva.pipeline.inputs import discover_inputs
+    from dva.runtime.inputs import discover_inputs
     from dva.diffusion import autocast_dtype
 
     device = configured_device(cfg.device)

@@ -31,9 +31,9 @@ from dva.face.warp import iter_crops
 from dva.metrics import lpips_distance, mean_scores, ms_ssim, mse, psnr, ssim
 from dva.metrics.image import MS_SSIM_WEIGHTS, WINDOW
 from dva.models.autoencoder import DiffusionVideoAutoencoder
-from dva.pipeline.inputs import VideoInput
-from dva.pipeline.prepare import VideoTask, encode_codes
-from dva.pipeline.runtime import on_device
+from dva.runtime.inputs import VideoInput
+from dva.frontend import VideoTask, encode_codes
+from dva.runtime.cluster import on_device
 from dva.crops import crops_to_tensor
 from dva.video import iter_frames
 from dva.video.decode import stack_chunks

@@ -1,27 +1,18 @@
-"""Typed config of the batch jobs (`configs/edit/*.yaml`), with the model and face front end as nested presets.
-
-A job YAML names presets (`model_preset: tiny`, `face_preset: dlib`, for the edit job also
-`clip_edit_preset: clip`); their YAML is merged under `model` / `face` / `clip_edit` first, then the job YAML, then
-`key=value` overrides, and the whole is validated before Ray starts.
-"""
+"""Typed config of the edit job (`configs/edit/*.yaml`); presets and overrides are merged by `dva.runtime.config`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
-from omegaconf import OmegaConf
-
-from dva.config import merge_config, resolve_config_path
 from dva.diffusion.inversion import InversionConfig
 from dva.editing.clip_direction import ClipEditConfig
 from dva.errors import ConfigError
 from dva.face.config import FaceConfig
 from dva.models.config import ModelConfig
 from dva.models.fused_norm import NORM_KERNELS
+from dva.runtime.config import PRECISIONS, StageConfig
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 

@@ -21,35 +21,20 @@ from typing import Callable, Optional, Sequence
 
 from dva.errors import ConfigError, DvaError, StorageError
 from dva.models.checkpoint import check_checkpoint
-from dva.pipeline.config import EditJobConfig, load_job_config
+from dva.pipeline.config import EditJobConfig
+from dva.runtime.config import load_job_config
 from dva.pipeline.edits import (check_clip_weights, direction_record_uri, has_clip_edits, parse_job_edits,
                                 read_direction_record, write_direction_record)
-from dva.pipeline.prepare import VideoTask
-from dva.pipeline.inputs import VideoInput, discover_inputs
-from dva.pipeline.latents import LatentKey, LatentStore
-from dva.pipeline.runtime import actor_pool, init_ray, limit_threads
-from dva.pipeline.manifest import ResultRow, completed, edit_id, write_result, write_summary
+from dva.frontend import VideoTask
+from dva.runtime.inputs import VideoInput, discover_inputs
+from dva.latents import LatentKey, LatentStore
+from dva.runtime.cluster import actor_pool, init_ray, limit_threads
+from dva.runtime.manifest import JobSummary, ResultRow, completed, edit_id, write_result, write_summary
 from dva.storage import (check_weight_files, file_stamp, join, redact, remove_empty_folder, remove_prefix,
                          sweep_partials)
 
 log = logging.getLogger("dva.edit")
 ENCODE_OVERRIDES = ("edits=[]", "store_latents=true")  # `dva encode` is `dva edit` with these
-
-
-@dataclass
-class JobSummary:
-    ok: int = 0
-    failed: int = 0
-    skipped: int = 0
-    frames: int = 0
-    unet_calls: int = 0
-    seconds: float = 0.0
-    failures: list[str] = field(default_factory=list)
-    manifest: str = ""
-
-    @property
-    def exit_code(self) -> int:
-        return 1 if self.failed and not self.ok and not self.skipped else 0
 
 
 def _stamp(uri: str) -> str:

@@ -43,8 +43,8 @@ from dva.face.record import AlignedTrack
 from dva.face.photo import align_photo
 from dva.face.warp import iter_crops
 from dva.face.crop_video import align_video
-from dva.pipeline.prepare import VideoTask, encode_codes, training_masks
-from dva.pipeline.runtime import on_device
+from dva.frontend import VideoTask, encode_codes, training_masks
+from dva.runtime.cluster import on_device
 from dva.crops import crops_to_tensor
 from dva.storage import exists, join, open_file, redact, write_bytes_atomic
 from dva.video import iter_frames

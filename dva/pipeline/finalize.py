@@ -26,8 +26,8 @@ from dva.models.checkpoint import load_model
 from dva.models.config import ModelConfig
 from dva.models.reference.bisenet import FaceParserMasker
 from dva.pipeline.generate import work_uri
-from dva.pipeline.latents import LatentStore
-from dva.pipeline.manifest import output_uri
+from dva.latents import LatentStore
+from dva.runtime.manifest import output_uri
 from dva.storage import open_file
 from dva.video import VideoWriter, iter_timed_frames, probe
 

@@ -17,9 +17,9 @@ import torch
 from dva.diffusion import ddim_generate
 from dva.diffusion.inversion import InversionConfig, invert as invert_x0
 from dva.models.autoencoder import DiffusionVideoAutoencoder
-from dva.pipeline.latents import LatentStore
-from dva.pipeline.manifest import edit_id
-from dva.pipeline.runtime import failure_reason
+from dva.latents import LatentStore
+from dva.runtime.manifest import edit_id
+from dva.runtime.cluster import failure_reason
 from dva.crops import crops_to_tensor, tensor_to_crops
 from dva.storage import join, write_bytes_atomic
 

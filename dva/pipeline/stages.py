@@ -22,9 +22,9 @@ from dva.editing.edits import parse_edit
 from dva.pipeline.edits import EditResolver
 from dva.pipeline.fast_unet import prepare_unet
 from dva.pipeline.generate import generate_chunks
-from dva.pipeline.latents import LatentKey, LatentStore
-from dva.pipeline.prepare import VideoTask, failed_row, prepare_video
-from dva.pipeline.runtime import failure_reason, limit_threads, on_device, stage_device
+from dva.latents import LatentKey, LatentStore
+from dva.frontend import VideoTask, failed_row, prepare_video
+from dva.runtime.cluster import failure_reason, limit_threads, on_device, stage_device
 from dva.storage import content_digest
 
 

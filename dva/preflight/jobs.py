@@ -38,7 +38,7 @@ def _landmarker(report: Report, face) -> None:
 
 def _inputs(report: Report, key: str, source: str) -> Optional[list]:
     """The job's videos (`discover_inputs`), or None after recording why they cannot be listed."""
-    from dva.pipeline.inputs import discover_inputs
+    from dva.runtime.inputs import discover_inputs
 
     found: list = []
 
@@ -50,7 +50,7 @@ def _inputs(report: Report, key: str, source: str) -> Optional[list]:
 
 
 def _device(report: Report, setting: str) -> None:
-    from dva.pipeline.runtime import configured_device
+    from dva.runtime.cluster import configured_device
 
     report.step("device", lambda: f"{setting} → {configured_device(setting)}")
 
@@ -168,7 +168,7 @@ def _check_edit_specs(report: Report, cfg, edits: Sequence[str]) -> None:
 def _plan_edit(report: Report, cfg, videos: list, tasks: list[dict], skipped: int, key) -> None:
     """`key`: the job's latent key, None when the weights could not be hashed (stored latents then count as none)."""
     from dva.pipeline.edits import has_clip_edits
-    from dva.pipeline.latents import LatentStore
+    from dva.latents import LatentStore
 
     frames = _frames(report, [t["uri"] for t in tasks])
 
@@ -277,7 +277,7 @@ def check_eval(cfg, report: Report) -> None:
     _device(report, cfg.device)
     if cfg.mode == "edit":
         from dva.evaluation.consistency import build_identity_embedder
-        from dva.pipeline.manifest import read_manifest
+        from dva.runtime.manifest import read_manifest
 
         check_files_exist(report, configured_files(cfg.identity, "identity") + face_files(cfg.face))
         check_loads(report, "identity", lambda: build_identity_embedder(cfg.identity, torch.device("cpu")))
@@ -320,7 +320,7 @@ def check_eval(cfg, report: Report) -> None:
 
 
 def load_train_classifier(config: str, overrides: Sequence[str]):
-    from dva.editing.classifier_job import load_train_classifier_config
+    from dva.train.classifier_job import load_train_classifier_config
 
     return load_train_classifier_config(config, overrides)
 

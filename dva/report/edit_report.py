@@ -20,8 +20,8 @@ import numpy as np
 from dva.errors import DvaError
 from dva.evaluation import paper
 from dva.evaluation.results import eval_prefix, read_summary, read_table, summary_uri
-from dva.pipeline.latents import LatentStore
-from dva.pipeline.manifest import read_manifest
+from dva.latents import LatentStore
+from dva.runtime.manifest import read_manifest
 from dva.report import html
 from dva.report.media import ReportFolder, stills
 from dva.storage import exists, join, redact

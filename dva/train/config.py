@@ -20,7 +20,7 @@ from dva.config import merge_config, resolve_config_path
 from dva.errors import ConfigError, DvaError
 from dva.face.config import FaceConfig
 from dva.models.config import ModelConfig
-from dva.pipeline.config import StageConfig, preset_name, load_job_config
+from dva.runtime.config import StageConfig, load_job_config, preset_name
 from dva.storage import redact
 from dva.train.loop import OptimConfig
 

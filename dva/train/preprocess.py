@@ -25,12 +25,12 @@ from dva.face.landmarker import FaceLandmarker, build_landmarker
 from dva.face.warp import iter_crops
 from dva.models.autoencoder import DiffusionVideoAutoencoder
 from dva.models.checkpoint import load_model
-from dva.pipeline.edit_job import JobSummary
-from dva.pipeline.inputs import discover_inputs
-from dva.pipeline.manifest import ResultRow, read_manifest, write_result, write_summary
-from dva.pipeline.prepare import training_masks
+
+from dva.runtime.inputs import discover_inputs
+from dva.runtime.manifest import JobSummary, ResultRow, read_manifest, write_result, write_summary
+from dva.frontend import training_masks
 from dva.crops import crops_to_tensor
-from dva.pipeline.runtime import actor_pool, init_ray, limit_threads, stage_device
+from dva.runtime.cluster import actor_pool, init_ray, limit_threads, stage_device
 from dva.storage import atomic_output, canonical_uri, join, list_files, redact
 from dva.train.config import PreprocessJobConfig, load_preprocess_config, run_job_command
 from dva.train.shards import (
@@ -46,7 +46,6 @@ from dva.video import iter_frames
 from dva.video.decode import stack_chunks
 
 log = logging.getLogger("dva.preprocess")
-
 
 @torch.no_grad()
 def video_tables(uri: str, video_id: str, cfg: PreprocessJobConfig, landmarker: FaceLandmarker,
@@ -67,7 +66,6 @@ def video_tables(uri: str, video_id: str, cfg: PreprocessJobConfig, landmarker: 
     if start != len(track):
         raise VideoError(f"{uri}: the crop pass decoded {start} frames, the landmark pass {len(track)}")
 
-
 def write_shard(uri: str, tables: Iterator[pa.Table]) -> int:
     """Write the tables as row groups of one Parquet file that appears at `uri` only when complete; return rows."""
     rows = 0
@@ -82,7 +80,6 @@ def write_shard(uri: str, tables: Iterator[pa.Table]) -> int:
             if writer is not None:
                 writer.close()
     return rows
-
 
 class PreprocessStage:
     """One video per call → its shard and manifest row; yields one status row (never raises for a bad video)."""
@@ -115,13 +112,11 @@ class PreprocessStage:
                              seconds=time.time() - started)
         return ResultRow(uri, video_id, "", "ok", frames=frames, seconds=time.time() - started, output=target)
 
-
 def completed_videos(output: str) -> set[str]:
     """Ids of the videos whose manifest row says ok and whose shard exists (one listing, not one check per row)."""
     shards = {canonical_uri(u) for u in list_files(join(output, SHARDS), (".parquet",))}
     return {r["video_id"] for r in read_manifest(output).to_pylist()
             if r["status"] == "ok" and r["output"] and canonical_uri(r["output"]) in shards}
-
 
 def run_preprocess(cfg: PreprocessJobConfig) -> JobSummary:
     """Write the shards of every input video not yet done under `cfg.output`; return counts."""
@@ -153,7 +148,6 @@ def run_preprocess(cfg: PreprocessJobConfig) -> JobSummary:
     summary.manifest = write_summary(cfg.output)
     summary.seconds = time.time() - started
     return summary
-
 
 def main(argv: Optional[list[str]] = None, preset: str = "local_tiny") -> int:
     """`dva preprocess [--config NAME|YAML] key=value ...` — also the `ray job submit` entrypoint."""

@@ -2,7 +2,7 @@
 
     <prefix>/dataset.yaml                 image size, encoders and mask source the shards were made with
     <prefix>/shards/<video_id>.parquet    columns of SHARD_COLUMNS; one row group per chunk of frames
-    <prefix>/manifest/                    per-video status rows (dva.pipeline.manifest, edit "")
+    <prefix>/manifest/                    per-video status rows (dva.runtime.manifest, edit "")
 
 Crops and masks are PNG (lossless). Each row carries the z codes of the crop and of its mirror image, so a training
 step that flips a frame needs no encoder (the codes of a flipped face are not a flip of the codes).

@@ -7,7 +7,8 @@ import os
 import pytest
 
 import dva.pipeline.stages as stages
-from dva.pipeline.config import EditJobConfig, load_job_config
+from dva.pipeline.config import EditJobConfig
+from dva.runtime.config import load_job_config
 from dva.pipeline.edit_job import clip_task
 
 

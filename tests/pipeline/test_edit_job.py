@@ -23,10 +23,11 @@ from dva.face.track import FrameStatus
 from dva.face.landmarker import build_landmarker
 from dva.face.warp import iter_crops
 from dva.models.checkpoint import load_model
-from dva.pipeline.config import EditJobConfig, load_job_config
+from dva.pipeline.config import EditJobConfig
+from dva.runtime.config import load_job_config
 from dva.pipeline.edit_job import run_edit_job
-from dva.pipeline.latents import LatentStore
-from dva.pipeline.manifest import read_manifest
+from dva.latents import LatentStore
+from dva.runtime.manifest import read_manifest
 from dva.crops import crops_to_tensor, tensor_to_crops
 from dva.pipeline.stages import latent_key
 from dva.samples import make_sample_clip

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from edit_job_args import job_overrides
-from dva.pipeline.config import EditJobConfig, load_job_config
+from dva.pipeline.config import EditJobConfig
+from dva.runtime.config import load_job_config
 from dva.pipeline.edit_job import run_edit_job
-from dva.pipeline.manifest import read_manifest
+from dva.runtime.manifest import read_manifest
 from dva.samples import make_sample_clip
 from dva.storage import video_id
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import s3fs
 
-from dva.pipeline.manifest import read_manifest
+from dva.runtime.manifest import read_manifest
 from dva.samples import make_sample_clip
 from dva.video import probe
 from ray_head import EXCLUDES, REPO, VENV_BIN, job_env, submit

@@ -28,8 +28,10 @@ import pyarrow.parquet as pq
 import pytest
 import s3fs
 
-from dva.pipeline.config import EditJobConfig, load_job_config
-from dva.pipeline.manifest import read_manifest
+from dva.pipeline.config import EditJobConfig
+
+from dva.runtime.config import load_job_config
+from dva.runtime.manifest import read_manifest
 from dva.samples import make_sample_clip
 from dva.train.config import load_preprocess_config, load_train_config
 from dva.train.shards import list_shards
@@ -137,7 +139,7 @@ def _run(job: str, preset: str, overrides: list[str], env: dict) -> str:
 def test_dlib_is_unimportable_in_the_driver_and_in_ray_workers(rehearsal):
     probe = textwrap.dedent("""\
         import importlib, ray
-        from dva.pipeline.runtime import init_ray
+        from dva.runtime.cluster import init_ray
 
         def imports(name):
             try:

@@ -9,7 +9,8 @@ import pytest
 import dva.pipeline.edit_job as edit_job
 from dva.editing.clip_direction import _settings as clip_settings
 from dva.errors import ConfigError, MissingWeightsError
-from dva.pipeline.config import EditJobConfig, load_job_config
+from dva.pipeline.config import EditJobConfig
+from dva.runtime.config import load_job_config
 from dva.pipeline.edits import parse_job_edits
 
 SPEC = 'clip:"face":"face with beard":0.5'

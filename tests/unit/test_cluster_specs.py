@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from dva.evaluation.config import load_eval_config
-from dva.pipeline.config import EditJobConfig, load_job_config
+from dva.pipeline.config import EditJobConfig
+from dva.runtime.config import load_job_config
 from dva.train.config import load_preprocess_config, load_train_config
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,7 +13,8 @@ import torch
 
 import dva.pipeline.edit_job as edit_job
 from dva.errors import ConfigError
-from dva.pipeline.config import EditJobConfig, load_job_config
+from dva.pipeline.config import EditJobConfig
+from dva.runtime.config import load_job_config
 
 
 @pytest.fixture

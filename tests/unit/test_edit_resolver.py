@@ -11,7 +11,8 @@ import torch
 from dva.config import load_config
 from dva.models.autoencoder import DiffusionVideoAutoencoder
 from dva.models.config import ModelConfig
-from dva.pipeline.config import EditJobConfig, load_job_config
+from dva.pipeline.config import EditJobConfig
+from dva.runtime.config import load_job_config
 from dva.pipeline.edits import EditResolver
 from dva.samples import load_photo
 

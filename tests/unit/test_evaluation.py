@@ -20,8 +20,8 @@ from dva.metrics import ms_ssim, ssim
 from dva.models.autoencoder import DiffusionVideoAutoencoder
 from dva.models.checkpoint import save_checkpoint
 from dva.models.config import ModelConfig
-from dva.pipeline.latents import LatentStore
-from dva.pipeline.manifest import ResultRow, output_uri, write_result
+from dva.latents import LatentStore
+from dva.runtime.manifest import ResultRow, output_uri, write_result
 from dva.crops import crops_to_tensor
 from dva.report import write_edit_report
 from dva.report.edit_report import _reconstruction_section

@@ -147,7 +147,8 @@ def test_tracking_keys_are_validated(override, key):
 
 def test_a_front_end_on_cuda_needs_a_gpu_share_for_its_stage():
     from dva.errors import ConfigError
-    from dva.pipeline.config import EditJobConfig, load_job_config
+    from dva.pipeline.config import EditJobConfig
+    from dva.runtime.config import load_job_config
     from dva.train.config import PreprocessJobConfig
 
     base = ["input=s3://b/in/", "output=s3://b/out/"]

@@ -95,7 +95,8 @@ def test_final_eps_is_float32_under_autocast(trained):
 
 
 def test_generate_stage_compiles_the_unet_only_when_configured():
-    from dva.pipeline.config import EditJobConfig, load_job_config
+    from dva.pipeline.config import EditJobConfig
+    from dva.runtime.config import load_job_config
     from dva.pipeline.stages import GenerateStage
 
     def unet(compile_: bool):

@@ -13,7 +13,8 @@ import torch
 
 from dva.errors import ConfigError
 from dva.models.unet import GroupNorm32
-from dva.pipeline.config import EditJobConfig, GenerateStageConfig, load_job_config
+from dva.pipeline.config import EditJobConfig, GenerateStageConfig
+from dva.runtime.config import load_job_config
 from dva.pipeline.fast_unet import prepare_unet
 
 REPO = Path(__file__).resolve().parents[2]

@@ -21,11 +21,12 @@ from dva.face.track import FrameStatus
 from dva.face.warp import crop_face
 from dva.models.config import EncoderConfig
 from dva.models.reference.bisenet import build_face_parser, paste_mask
-from dva.pipeline.config import EditJobConfig, load_job_config
+from dva.pipeline.config import EditJobConfig
+from dva.runtime.config import load_job_config
 from dva.pipeline.edit_job import _finalize_pair
 from dva.pipeline.finalize import finalize_video, paste_masker
 from dva.pipeline.generate import work_uri
-from dva.pipeline.latents import LatentStore
+from dva.latents import LatentStore
 from dva.storage import write_bytes_atomic
 from dva.video import Colour, iter_frames, probe
 from standin_weights import write_bisenet

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dva.errors import StorageError
-from dva.pipeline.inputs import discover_inputs
+from dva.runtime.inputs import discover_inputs
 from dva.storage import join, video_id, write_bytes_atomic
 
 

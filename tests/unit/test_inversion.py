@@ -90,7 +90,8 @@ def test_labels_tell_methods_and_settings_apart():
 
 
 def _job(*overrides):
-    from dva.pipeline.config import EditJobConfig, load_job_config
+    from dva.pipeline.config import EditJobConfig
+    from dva.runtime.config import load_job_config
 
     return load_job_config(EditJobConfig, "local_tiny", ["input=/in", "output=/out", *overrides])
 

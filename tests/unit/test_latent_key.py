@@ -6,7 +6,9 @@ import os
 
 import pytest
 
-from dva.pipeline.config import EditJobConfig, load_job_config
+from dva.pipeline.config import EditJobConfig
+
+from dva.runtime.config import load_job_config
 from dva.pipeline.stages import model_fingerprint
 
 

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dva.pipeline.manifest import (
+from dva.runtime.manifest import (
     SCHEMA,
     ResultRow,
     completed,

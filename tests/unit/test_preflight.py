@@ -131,8 +131,8 @@ def test_an_unknown_job_is_a_usage_error(capsys):
 
 
 def test_a_passing_check_prints_the_plan(capsys, two_clips, tmp_path):
-    from dva.pipeline.inputs import discover_inputs
-    from dva.pipeline.manifest import ResultRow, output_uri, write_result
+    from dva.runtime.inputs import discover_inputs
+    from dva.runtime.manifest import ResultRow, output_uri, write_result
     from dva.video.decode import probe
 
     from dva.pipeline.edit_job import job_config_from_arguments

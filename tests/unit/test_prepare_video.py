@@ -9,9 +9,10 @@ import pytest
 from dva.face.landmarker import build_landmarker
 from dva.face.track import FrameStatus
 from dva.models.checkpoint import load_model
-from dva.pipeline.config import EditJobConfig, load_job_config
-from dva.pipeline.latents import LatentKey, LatentStore
-from dva.pipeline.prepare import VideoTask, prepare_video
+from dva.pipeline.config import EditJobConfig
+from dva.runtime.config import load_job_config
+from dva.latents import LatentKey, LatentStore
+from dva.frontend import VideoTask, prepare_video
 
 
 def test_held_frames_are_left_out_of_the_mean_z_id_and_the_chunks(sample_clip, tmp_path):

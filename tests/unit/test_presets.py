@@ -98,7 +98,8 @@ def build_face(name, standins, tmp_path):
 
 def build_edit(name, standins, tmp_path):
     from dva.editing.edits import parse_edit
-    from dva.pipeline.config import EditJobConfig, load_job_config
+    from dva.pipeline.config import EditJobConfig
+    from dva.runtime.config import load_job_config
     from dva.pipeline.stages import GenerateStage, PrepareStage, latent_key
 
     cfg = resolve(lambda n, o: load_job_config(EditJobConfig, n, o), name, standins,
@@ -160,7 +161,7 @@ def build_eval(name, standins, tmp_path):
 
 
 def build_train_classifier(name, standins, tmp_path):
-    from dva.editing.classifier_job import load_train_classifier_config
+    from dva.train.classifier_job import load_train_classifier_config
     from dva.face import build_landmarker
     from dva.models.checkpoint import load_model
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from dva.cli import main as dva
 from dva.editing import AttributeClassifier, identity_encoder_id, l2norm
-from dva.editing.classifier_job import load_train_classifier_config
+from dva.train.classifier_job import load_train_classifier_config
 from dva.editing.edits import edited_identity, parse_edit
 from dva.errors import DvaError
 from dva.models.checkpoint import load_model

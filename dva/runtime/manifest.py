@@ -156,3 +156,21 @@ def write_summary(output_prefix: str) -> str:
     uri = join(_manifest_dir(output_prefix), "results.parquet")
     write_bytes_atomic(uri, _parquet_bytes(table))
     return uri
+
+
+@dataclass
+class JobSummary:
+    """What a job did: pairs finished, failed and skipped, work done, and where its manifest is."""
+
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    frames: int = 0
+    unet_calls: int = 0
+    seconds: float = 0.0
+    failures: list[str] = field(default_factory=list)
+    manifest: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed and not self.ok and not self.skipped else 0

@@ -1,4 +1,6 @@
-"""Stage A, per video on CPU: track the face, crop, encode z_id/z_lnd, reduce z_id to its mean, emit chunks.
+"""The face front end, with no Ray: video → face track → aligned crops → z_id (mean) and z_lnd → chunks.
+
+It is stage A of the edit job and the encoder of preprocessing and evaluation.
 
 A video is decoded three times and never held whole: pass 1 keeps landmarks only (smoothing needs the whole track),
 pass 2 keeps one z_id and z_lnd per frame (the mean z_id is needed before any inversion), pass 3 crops again and
@@ -24,7 +26,7 @@ from dva.face.landmarker import FaceLandmarker
 from dva.face.mask import landmark_hull_mask
 from dva.face.record import AlignedTrack
 from dva.face.warp import iter_crops
-from dva.pipeline.latents import LatentKey, LatentStore
+from dva.latents import LatentKey, LatentStore
 from dva.video import iter_frames
 from dva.video.decode import stack_chunks
 

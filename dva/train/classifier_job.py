@@ -28,8 +28,8 @@ from dva.editing.classifier import AttributeClassifier, Aligner, train_classifie
 from dva.errors import ConfigError, DvaError
 from dva.face.config import FaceConfig
 from dva.models.config import ModelConfig
-from dva.pipeline.config import load_job_config
-from dva.pipeline.runtime import configured_device
+from dva.runtime.config import load_job_config
+from dva.runtime.cluster import configured_device
 from dva.storage import redact, write_bytes_atomic
 
 SUFFIX = ".safetensors"
