@@ -17,34 +17,6 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 
 
 @dataclass
-class StageConfig:
-    """Resources of one Ray stage. `actors` is the actor-pool size (autoscaling from `min_actors` when set).
-
-    `resources` are Ray custom resources each actor (or task) holds besides CPUs and GPUs, e.g. `{accel: 1}`: only
-    nodes that declare them run the stage, so an autoscaler starts nodes of a type that has them.
-    """
-
-    actors: int = 1
-    min_actors: Optional[int] = None
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    resources: dict[str, float] = field(default_factory=dict)
-
-    def validate(self, key: str) -> None:
-        if self.actors < 1 or (self.min_actors is not None and not 1 <= self.min_actors <= self.actors):
-            raise ConfigError(f"config key `{key}.actors`: need 1 <= min_actors <= actors")
-        for name, amount in self.resources.items():
-            if name in ("CPU", "GPU", "memory", "object_store_memory") or amount <= 0:
-                raise ConfigError(
-                    f"config key `{key}.resources.{name}`: a custom resource name with a positive amount; set CPUs "
-                    f"and GPUs with `{key}.num_cpus` / `{key}.num_gpus`")
-
-    def ray_options(self) -> dict:
-        """The stage's resource request as Ray's `ray.remote` / `map_batches` keyword arguments."""
-        return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "resources": dict(self.resources)}
-
-
-@dataclass
 class WriterStageConfig(StageConfig):
     retries: int = 3  # a stage C task lost with its worker is run again (its output is committed atomically)
 
@@ -143,28 +115,3 @@ class EditJobConfig:
             stage.validate(key)
         self.face.check_device(self.frontend.num_gpus)
         self.clip_edit.validate("clip_edit.")
-
-
-def preset_name(sources: Sequence, overrides: Sequence[str], key: str, default: str) -> str:
-    value = default
-    for src in sources:
-        value = OmegaConf.select(src, key, default=value)
-    for o in overrides:
-        if o.startswith(f"{key}="):
-            value = o.split("=", 1)[1]
-    return value
-
-
-def load_job_config(schema: type, name_or_path: str | Path, overrides: Sequence[str] = (), group: str = "edit"):
-    """Load a job preset/YAML, merging its model and face presets underneath it, then the overrides."""
-    job_yaml = OmegaConf.load(resolve_config_path(name_or_path, group))
-    model_preset = preset_name([job_yaml], overrides, "model_preset", schema.model_preset)
-    face_preset = preset_name([job_yaml], overrides, "face_preset", schema.face_preset)
-    base = OmegaConf.create({
-        "model": OmegaConf.load(resolve_config_path(model_preset, "model")),
-        "face": OmegaConf.load(resolve_config_path(face_preset, "face")),
-    })
-    if hasattr(schema, "clip_edit_preset"):
-        clip_preset = preset_name([job_yaml], overrides, "clip_edit_preset", schema.clip_edit_preset)
-        base.clip_edit = OmegaConf.load(resolve_config_path(clip_preset, "edit_methods"))
-    return merge_config(schema, [base, job_yaml], overrides)

@@ -16,7 +16,6 @@ import logging
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 from dva.errors import ConfigError, DvaError, StorageError
