@@ -59,20 +59,20 @@ def module_files(root: Path, package: str) -> dict[str, Path]:
     return modules
 
 
-def _resolve(name: str, modules: dict[str, Path]) -> str | None:
+def _resolve(name: str, modules: dict[str, Path]) -> str:
     """The longest prefix of the dotted `name` that is one of `modules` (an imported function or class names its
-    module); None outside the package."""
+    module); for a module outside the package, its top-level name ("ray.data" -> "ray")."""
     parts = name.split(".")
     for end in range(len(parts), 0, -1):
         if ".".join(parts[:end]) in modules:
             return ".".join(parts[:end])
-    return None
+    return parts[0]
 
 
 def imports(root: Path, package: str) -> list[Import]:
-    """Every import inside `package` of a module of `package`, wherever in the file it is written.
+    """Every import in a module of `package`, wherever in the file it is written.
 
-    Each names the most specific module it loads (`from dva.face import track` -> dva.face.track, `from dva.face
+    Each names the most specific module of `package` it loads, or the top-level name of another package (`from dva.face import track` -> dva.face.track, `from dva.face
     import build_landmarker` -> dva.face). The `__init__` of the packages above it, which Python also runs, is not
     counted: otherwise every module would form a circle with its own package's `__init__`."""
     modules = module_files(root, package)
@@ -92,8 +92,7 @@ def imports(root: Path, package: str) -> list[Import]:
             else:
                 continue
             for target in dict.fromkeys(_resolve(name, modules) for name in names):
-                if target is not None:
-                    found.append(Import(source, target, file, node.lineno))
+                found.append(Import(source, target, file, node.lineno))
     return found
 
 
@@ -239,6 +238,19 @@ def test_models_never_import_storage(dva_imports):
              "models take tensors, state dicts and local files: resolve URIs in the caller (dva.runtime)")
 
 
+def test_only_dlib_models_imports_the_optional_dlib_package(dva_imports):
+    bad = [str(imp) for imp in dva_imports if imp.target == "dlib" and imp.source != "dva.dlib_models"]
+    _fail_on(bad, "imports of dlib outside dva.dlib_models", "call dva.dlib_models.import_dlib(config_key, choice) "
+             "when the dlib option is built, so everything else runs without the [dlib] extra")
+
+
+def test_nothing_below_the_job_runtime_imports_ray(dva_imports):
+    runtime = next(rank for rank, (name, _) in enumerate(LAYERS) if name == "job runtime")
+    below = tuple(unit for _, units in LAYERS[:runtime] for unit in units)
+    _fail_on(forbidden(dva_imports, below, "ray"), "imports of Ray below dva.runtime",
+             "the library runs unchanged inside Ray actors: start Ray and build pools in dva.runtime or a job")
+
+
 def test_no_import_circle_between_files(dva_imports):
     _fail_on(cycles(dva_imports), "import circles", "move what both sides need into a module that imports neither")
 
@@ -286,6 +298,8 @@ def test_imports_are_found_in_functions_type_checking_blocks_and_relative_forms(
     found = {(i.source, i.target, i.line) for i in imports(root, "pkg")}
     assert found == {
         ("pkg.lib", "pkg.lib.core", 1),
+        ("pkg.lib.core", "typing", 1),
+        ("pkg.lib.core", "os", 2),
         ("pkg.lib.core", "pkg.base", 3),
         ("pkg.lib.core", "pkg.lib2", 5),
         ("pkg.lib.core", "pkg.main.run", 7),
@@ -314,7 +328,7 @@ def test_upward_sideways_and_forbidden_imports_are_reported(tmp_path):
     root = _package(tmp_path, {
         "pkg/__init__.py": "",
         "pkg/base.py": "def f():\n    from pkg.lib import x\n",  # up
-        "pkg/other.py": "import pkg.base\n",  # sideways in 'low': allowed below
+        "pkg/other.py": "import pkg.base\nimport ray.data\n",  # sideways in 'low': allowed below
         "pkg/lib/__init__.py": "from pkg import lib2\nfrom pkg.base import y\n",  # sideways in 'mid'; down
         "pkg/lib2.py": "",
         "pkg/main/__init__.py": "import pkg.lib\nimport pkg.other\n",  # top imports anything
@@ -327,6 +341,7 @@ def test_upward_sideways_and_forbidden_imports_are_reported(tmp_path):
         "pkg/lib/__init__.py:1 pkg.lib -> pkg.lib2  (pkg.lib and pkg.lib2 are both in layer 'mid')",
     ]
     assert forbidden(found, ("pkg.lib",), "pkg.base") == ["pkg/lib/__init__.py:2 pkg.lib -> pkg.base"]
+    assert forbidden(found, ("pkg.base", "pkg.other"), "ray") == ["pkg/other.py:2 pkg.other -> ray"]
     assert unlayered(root, "pkg", TOY_LAYERS) == ["pkg.stray"]
 
 
