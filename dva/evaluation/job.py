@@ -15,10 +15,11 @@ import sys
 from typing import Optional
 
 from dva.errors import DvaError
-from dva.evaluation import consistency, paper, reconstruction
+from dva.evaluation import consistency, reconstruction
 from dva.evaluation.config import EvalConfig, load_eval_config
-from dva.evaluation.results import eval_prefix, write_summary, write_table
+from dva.metrics import paper
 from dva.runtime.cluster import configured_device
+from dva.runtime.eval_results import eval_prefix, write_summary, write_table
 from dva.storage import join, redact
 
 log = logging.getLogger("dva.eval")
@@ -100,7 +101,7 @@ def main(argv: Optional[list[str]] = None, preset: str = "local_tiny") -> int:
     import argparse
     import json
 
-    from dva.evaluation.results import read_summary
+    from dva.runtime.eval_results import read_summary
 
     parser = argparse.ArgumentParser(prog="dva eval", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=preset, help="preset in configs/eval/ or a YAML path")
