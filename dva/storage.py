@@ -19,7 +19,6 @@ import hashlib
 import os
 import posixpath
 import re
-import shutil
 import tempfile
 import time
 import unicodedata
@@ -158,19 +157,15 @@ def local_path(uri: str | Path | None, *, config_key: str, sha256: str | None = 
             raise MissingWeightsError(uri, config_key)
         if not _FETCH_ALLOWED.get():
             raise NotFetched(uri, config_key, fs.size(remote))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".partial-")
-        os.close(fd)
-        fs.get_file(remote, tmp)
+        with atomic_output(target) as tmp:
+            fs.get_file(remote, str(tmp))
+            if sha256 and sha256_of(tmp) != sha256.lower():
+                raise MissingWeightsError(uri, config_key, f"SHA-256 differs from the configured {sha256}")
     except (MissingWeightsError, NotFetched):
         raise
     except Exception as err:  # network, credentials, bucket: all surface as one clear error
         raise MissingWeightsError(uri, config_key, f"cannot be fetched ({type(err).__name__}: "
                                                    f"{_redact_for(uri, err)})") from None
-    if sha256 and sha256_of(tmp) != sha256.lower():
-        os.unlink(tmp)
-        raise MissingWeightsError(uri, config_key, f"SHA-256 differs from the configured {sha256}")
-    shutil.move(tmp, target)
     return target
 
 

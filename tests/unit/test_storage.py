@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
@@ -10,7 +11,7 @@ import fsspec
 import pytest
 import s3fs
 
-from dva.errors import StorageError
+from dva.errors import MissingWeightsError, StorageError
 from dva.storage import (
     atomic_output,
     content_digest,
@@ -293,6 +294,19 @@ def test_a_remote_weight_file_replaced_at_the_same_uri_is_fetched_again(s3_bucke
     copy = f"{s3_bucket}/elsewhere/model.safetensors"
     fs.pipe(copy, b"fourth version")
     assert content_digest(copy) == content_digest(uri)  # the server's ETag follows the bytes: nothing is downloaded
+
+
+def test_a_remote_weight_file_that_fails_its_checksum_leaves_nothing_in_the_cache(s3_bucket, tmp_path, monkeypatch):
+    monkeypatch.setenv("DVA_CACHE_DIR", str(tmp_path / "cache"))
+    uri = f"{s3_bucket}/weights/arcface.onnx"
+    s3fs.S3FileSystem().pipe(uri, b"weights")
+    with pytest.raises(MissingWeightsError, match="SHA-256 differs"):
+        local_path(uri, config_key="model.identity_encoder.weights", sha256="0" * 64)
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
+    good = hashlib.sha256(b"weights").hexdigest()
+    fetched = local_path(uri, config_key="model.identity_encoder.weights", sha256=good)
+    assert fetched.read_bytes() == b"weights"
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == [fetched]
 
 
 def test_content_digest_follows_the_bytes_not_the_location(tmp_path):
