@@ -64,22 +64,33 @@ def _temporal_section(summary: Optional[dict]) -> str:
             f'<p class="note">{note}</p>')
 
 
+def method_tables(summary: dict) -> list[tuple[str, str, dict]]:
+    """(method label, N, means) of a reconstruction summary, by method then N; a summary written before methods
+    could be compared holds one method's `by_steps`."""
+    by_method = summary.get("by_method") or {summary.get("inversion", "ddim"): summary["by_steps"]}
+    return [(label, steps, means) for label, table in by_method.items()
+            for steps, means in sorted(table.items(), key=lambda item: int(item[0]))]
+
+
 def _reconstruction_section(summary: Optional[dict]) -> str:
     rows, classes = [], []
     for (method, steps), values in paper.RECONSTRUCTION.items():
         rows.append([html.esc(f"{method} (paper)"), "—" if steps is None else str(steps),
                      *(html.number(values[k], ".4f" if k == "mse" else ".3f") for k in paper.RECONSTRUCTION_METRICS),
-                     "—", "—", "—"])
+                     *["—"] * 7])
         classes.append("paper")
     if summary is None:
         note = ("Not evaluated for this run: <code>dva eval mode=reconstruction input=VIDEOS output=OUT "
                 "model.checkpoint=…</code> adds our numbers.")
     else:
-        for steps, means in sorted(summary["by_steps"].items(), key=lambda item: int(item[0])):
-            rows.append([html.esc(f"ours ({summary.get('inversion', 'ddim')} inversion)"), steps,
+        for label, steps, means in method_tables(summary):
+            rows.append([html.esc(f"ours ({label} inversion)"), steps,
                          html.number(means.get("ssim_zero_padded")), html.number(means["ms_ssim"]),
                          html.number(means["lpips"]), html.number(means["mse"], ".4f"),
-                         html.number(means["psnr"], ".2f"), html.number(means["ssim"]), str(means["frames"])])
+                         html.number(means["psnr"], ".2f"), html.number(means["ssim"]),
+                         html.number(means.get("rel_x0_error"), ".4f"), html.number(means.get("inversion_calls"), "d"),
+                         html.number(means.get("decode_calls"), "d"), html.number(means.get("seconds_per_frame"), ".2f"),
+                         str(means["frames"])])
             classes.append("ours")
         model = summary["model"]
         lpips = summary.get("lpips_skipped")
@@ -87,10 +98,31 @@ def _reconstruction_section(summary: Optional[dict]) -> str:
         note = (f"Ours: model <code>{html.esc(model['name'])}</code> at {model['image_size']} px. SSIM as the "
                 "authors' evaluation computes it (window zero-padded at the border, like the paper's numbers); "
                 "SSIM valid: only where the whole window fits (Wang et al.). MS-SSIM over "
-                f"{summary['ms_ssim_scales']} scale(s) (the paper: 5 at 256 px); MSE {trend} as N grows."
+                f"{summary['ms_ssim_scales']} scale(s) (the paper: 5 at 256 px); MSE {trend} as N grows. "
+                "Rel. x0 error: ‖x̂0 − x0‖/‖x0‖. UNet calls per frame: a first edit costs inversion + one decode, a "
+                "further edit one decode; seconds per frame are inversion + one decode."
                 + (f" LPIPS skipped: {html.esc(lpips)}." if lpips else ""))
-    headers = ["Method", "N", "SSIM ↑", "MS-SSIM ↑", "LPIPS ↓", "MSE ↓", "PSNR ↑", "SSIM valid ↑", "Frames"]
+    headers = ["Method", "N", "SSIM ↑", "MS-SSIM ↑", "LPIPS ↓", "MSE ↓", "PSNR ↑", "SSIM valid ↑", "Rel. x0 error ↓",
+               "Inversion calls", "Decode calls", "s / frame", "Frames"]
     return (f"<h3>Reconstruction</h3>{html.table(headers, rows, classes)}"
+            f'<p class="note">{note}</p>' + _identity_edit_section(summary))
+
+
+def _identity_edit_section(summary: Optional[dict]) -> str:
+    """Per method and N: how far an identity edit decoded from the same x_T moves to its target, and how steady."""
+    edit = (summary or {}).get("identity_edit")
+    if not edit:
+        return ""
+    rows = [[html.esc(label), steps, html.number(means.get("id_cos_target")), html.number(means.get("id_cos_source")),
+             html.number(means.get("tl_id")), html.number(means.get("tg_id")),
+             html.number(means.get("inversion_calls", 0) + means.get("decode_calls", 0), "d")]
+            for label, steps, means in method_tables(summary)]
+    note = (f"Each x_T also decoded with the mean z_id of <code>{html.esc(edit['target'])}</code>; identity network "
+            f"<code>{html.esc(edit['kind'])}</code> on {edit['crop_size']} px crops. A method that reconstructs well "
+            "but ignores the edit shows a lower cosine to the target. TL-ID / TG-ID on the aligned crops against "
+            "the source's (1.0 = as consistent as the source).")
+    headers = ["Inversion", "N", "cos → target ↑", "cos → source", "TL-ID", "TG-ID", "First-edit calls"]
+    return (f"<h3>Identity edit from the same x_T</h3>{html.table(headers, rows, text_columns=[0])}"
             f'<p class="note">{note}</p>')
 
 
