@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from dva.errors import DvaError
+from dva.errors import DvaError, StorageError
 from dva.evaluation import paper
 from dva.evaluation.results import eval_prefix, read_summary, read_table, summary_uri
 from dva.latents import LatentStore
@@ -214,6 +214,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--check", action="store_true", help="then check that every file the page references exists")
 
     def run(args) -> int:
+        if not exists(join(args.output_prefix, "manifest")):
+            raise StorageError(f"{args.output_prefix} holds no edit results (no manifest/ under it); pass the "
+                               "`output=` of a `dva edit` run")
         index = write_edit_report(args.output_prefix, args.out, args.eval)
         print(index)
         if not args.check:
