@@ -100,7 +100,7 @@ def run_command(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]],
         code = command(args)
         return EXIT_OK if code is None else int(code)
     except DvaError as err:
-        print(error_line(parser.prog, err, argv or ()), file=sys.stderr)
+        print(error_line(parser.prog, err, sys.argv[1:] if argv is None else argv), file=sys.stderr)
         return EXIT_USAGE
     finally:
         if not ray_was_running:
