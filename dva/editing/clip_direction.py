@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-import fsspec
 import torch
 from torch import nn
 
@@ -45,7 +44,7 @@ from dva.editing.artifact import digest, identity_encoder_id, l2norm
 from dva.editing.direction import FORMAT as DIRECTION_FORMAT
 from dva.editing.direction import EditDirection
 from dva.errors import ConfigError, DvaError, MissingWeightsError
-from dva.storage import local_path
+from dva.storage import exists, local_path
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 # A CLIP small enough for CPU tests and benchmarks (ViT and text transformer of 2 layers, 32-d embedding).
@@ -323,8 +322,7 @@ def optimise_clip_direction(
     uri = None
     if cfg.output_prefix:
         uri = f"{cfg.output_prefix.rstrip('/')}/clip-{_slug(target)}-{key[:16]}.safetensors"
-        fs, path = fsspec.core.url_to_fs(uri)
-        if fs.exists(path):
+        if exists(uri):
             return ClipEditResult(EditDirection.load(uri), uri, from_cache=True)
     if clip is None:
         clip = load_clip(cfg.clip, cfg.templates, device)

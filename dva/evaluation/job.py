@@ -14,11 +14,12 @@ import logging
 from typing import Optional
 
 from dva.errors import DvaError
-from dva.evaluation import consistency, paper, reconstruction
+from dva.evaluation import consistency, reconstruction
 from dva.evaluation.config import EvalConfig, load_eval_config
-from dva.evaluation.results import eval_prefix, write_summary, write_table
+from dva.metrics import paper
 from dva.runtime.cli import EXIT_FAILED, EXIT_OK, command_parser, run_command
 from dva.runtime.cluster import configured_device
+from dva.runtime.eval_results import eval_prefix, write_summary, write_table
 from dva.storage import join, redact
 
 log = logging.getLogger("dva.eval")
@@ -99,7 +100,7 @@ def main(argv: Optional[list[str]] = None, preset: str = "local_tiny") -> int:
     """`dva eval [--config NAME|YAML] key=value ...` — also the `ray job submit` entrypoint (jobs/eval.py)."""
     import json
 
-    from dva.evaluation.results import read_summary
+    from dva.runtime.eval_results import read_summary
 
     parser = command_parser("dva eval", __doc__.splitlines()[0], config=preset, group="eval",
                             example="mode=edit input=out/edit")

@@ -17,10 +17,10 @@ from typing import Optional, Sequence
 import numpy as np
 
 from dva.errors import DvaError, StorageError
-from dva.evaluation import paper
-from dva.evaluation.results import eval_prefix, read_summary, read_table, summary_uri
 from dva.latents import LatentStore
+from dva.metrics import paper
 from dva.runtime.cli import EXIT_FAILED, EXIT_OK, command_parser, run_command
+from dva.runtime.eval_results import eval_prefix, read_summary, read_table, summary_uri
 from dva.runtime.manifest import read_manifest
 from dva.report import html
 from dva.report.media import ReportFolder, stills

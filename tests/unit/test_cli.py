@@ -104,7 +104,7 @@ def stand_in_results(monkeypatch, name: str, ok: int, failed: int) -> None:
         monkeypatch.setattr(job, "run_preprocess", lambda cfg: summary)
     else:
         import dva.evaluation.job as job
-        import dva.evaluation.results as results
+        import dva.runtime.eval_results as results
 
         monkeypatch.setattr(job, "run_eval", lambda cfg: "summary.json")
         monkeypatch.setattr(results, "read_summary", lambda uri: {"by_steps": {}, "counts": {"ok": ok,

@@ -11,7 +11,7 @@ import torch
 
 from dva.config import load_config
 from dva.errors import ConfigError, DvaError
-from dva.evaluation import consistency, eval_prefix, load_eval_config, read_summary, read_table
+from dva.evaluation import consistency, load_eval_config
 from dva.evaluation.job import main as eval_main
 from dva.evaluation.job import run_eval
 from dva.evaluation.reconstruction import LpipsScorer, frame_scores, ms_ssim_scales
@@ -21,6 +21,7 @@ from dva.models.autoencoder import DiffusionVideoAutoencoder
 from dva.models.checkpoint import save_checkpoint
 from dva.models.config import ModelConfig
 from dva.latents import LatentStore
+from dva.runtime.eval_results import eval_prefix, read_summary, read_table
 from dva.runtime.manifest import ResultRow, output_uri, write_result
 from dva.crops import crops_to_tensor
 from dva.report import write_edit_report
