@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import functools
 import logging
-import sys
 from typing import Optional
 
 from dva.errors import DvaError
 from dva.evaluation import consistency, reconstruction
 from dva.evaluation.config import EvalConfig, load_eval_config
 from dva.metrics import paper
+from dva.runtime.cli import EXIT_FAILED, EXIT_OK, command_parser, run_command
 from dva.runtime.cluster import configured_device
 from dva.runtime.eval_results import eval_prefix, write_summary, write_table
 from dva.storage import join, redact
@@ -113,27 +113,23 @@ def run_eval(cfg: EvalConfig) -> str:
 
 def main(argv: Optional[list[str]] = None, preset: str = "local_tiny") -> int:
     """`dva eval [--config NAME|YAML] key=value ...` — also the `ray job submit` entrypoint (jobs/eval.py)."""
-    import argparse
     import json
 
     from dva.runtime.eval_results import read_summary
 
-    parser = argparse.ArgumentParser(prog="dva eval", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=preset, help="preset in configs/eval/ or a YAML path")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. mode=edit input=out/edit")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[dva] %(message)s")
-    try:
+    parser = command_parser("dva eval", __doc__.splitlines()[0], config=preset, group="eval",
+                            example="mode=edit input=out/edit")
+
+    def run(args) -> int:
         cfg = load_eval_config(args.config, args.overrides)
         uri = run_eval(cfg)
         summary = read_summary(uri)
-    except DvaError as err:
-        print(f"dva eval: error: {redact(err)}", file=sys.stderr)
-        return 2
-    shown = summary["by_steps"] if cfg.mode == "reconstruction" else {"mean": summary["mean"],
-                                                                       "by_edit": summary["by_edit"]}
-    print(json.dumps(shown, indent=1))
-    print(f"[dva] summary: {redact(uri)}")
-    failed = summary["counts"]["failed"]
-    evaluated = summary["counts"].get("ok", summary["counts"].get("videos", 0) - failed)
-    return 1 if failed and not evaluated else 0
+        shown = summary["by_steps"] if cfg.mode == "reconstruction" else {"mean": summary["mean"],
+                                                                           "by_edit": summary["by_edit"]}
+        print(json.dumps(shown, indent=1))
+        print(f"[dva] summary: {redact(uri)}")
+        failed = summary["counts"]["failed"]
+        evaluated = summary["counts"].get("ok", summary["counts"].get("videos", 0) - failed)
+        return EXIT_FAILED if failed and not evaluated else EXIT_OK
+
+    return run_command(parser, argv, run)

@@ -8,7 +8,6 @@ evaluation next to the paper's numbers, shaped like its tables. The report is a 
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import posixpath
 import sys
@@ -17,9 +16,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from dva.errors import DvaError
+from dva.errors import DvaError, StorageError
 from dva.latents import LatentStore
 from dva.metrics import paper
+from dva.runtime.cli import EXIT_FAILED, EXIT_OK, command_parser, run_command
 from dva.runtime.eval_results import eval_prefix, read_summary, read_table, summary_uri
 from dva.runtime.manifest import read_manifest
 from dva.report import html
@@ -238,20 +238,26 @@ def write_edit_report(output_prefix: str, report_prefix: Optional[str] = None,
 
 def main(argv: Optional[list[str]] = None) -> int:
     """`dva report OUTPUT_PREFIX [--eval SUMMARY ...] [--out REPORT_PREFIX] [--check]`."""
-    parser = argparse.ArgumentParser(prog="dva report", description=__doc__.splitlines()[0])
+    parser = command_parser("dva report", __doc__.splitlines()[0])
     parser.add_argument("output_prefix", help="the edit job's output prefix (local folder or s3://...)")
     parser.add_argument("--eval", action="append", default=None, metavar="SUMMARY",
                         help="a `dva eval` summary.json (or its folder); repeatable; default: OUTPUT/eval/*")
     parser.add_argument("--out", default=None, help="report folder (default OUTPUT/report)")
     parser.add_argument("--check", action="store_true", help="then check that every file the page references exists")
-    args = parser.parse_args(argv)
-    index = write_edit_report(args.output_prefix, args.out, args.eval)
-    print(index)
-    if args.check:
+
+    def run(args) -> int:
+        if not exists(join(args.output_prefix, "manifest")):
+            raise StorageError(f"{args.output_prefix} holds no edit results (no manifest/ under it); pass the "
+                               "`output=` of a `dva edit` run")
+        index = write_edit_report(args.output_prefix, args.out, args.eval)
+        print(index)
+        if not args.check:
+            return EXIT_OK
         from dva.report.check import missing_references
 
         missing = missing_references(index)
         for ref in missing:
             print(f"dva report: missing: {ref}", file=sys.stderr)
-        return 1 if missing else 0
-    return 0
+        return EXIT_FAILED if missing else EXIT_OK
+
+    return run_command(parser, argv, run)
