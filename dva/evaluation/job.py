@@ -124,7 +124,7 @@ def main(argv: Optional[list[str]] = None, preset: str = "local_tiny") -> int:
         cfg = load_eval_config(args.config, args.overrides)
         uri = run_eval(cfg)
         summary = read_summary(uri)
-        shown = summary["by_steps"] if cfg.mode == "reconstruction" else {"mean": summary["mean"],
+        shown = summary["by_method"] if cfg.mode == "reconstruction" else {"mean": summary["mean"],
                                                                            "by_edit": summary["by_edit"]}
         print(json.dumps(shown, indent=1))
         print(f"[dva] summary: {redact(uri)}")
