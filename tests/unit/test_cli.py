@@ -107,7 +107,7 @@ def stand_in_results(monkeypatch, name: str, ok: int, failed: int) -> None:
         import dva.runtime.eval_results as results
 
         monkeypatch.setattr(job, "run_eval", lambda cfg: "summary.json")
-        monkeypatch.setattr(results, "read_summary", lambda uri: {"by_steps": {}, "counts": {"ok": ok,
+        monkeypatch.setattr(results, "read_summary", lambda uri: {"by_method": {}, "counts": {"ok": ok,
                                                                                              "failed": failed}})
 
 
