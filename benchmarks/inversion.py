@@ -34,7 +34,7 @@ from dva.face.crop_video import align_video  # noqa: E402
 from dva.face.landmarker import build_landmarker  # noqa: E402
 from dva.face.warp import iter_crops  # noqa: E402
 from dva.metrics import psnr, ssim  # noqa: E402
-from dva.models.checkpoint import load_model  # noqa: E402
+from dva.runtime.weights import load_model  # noqa: E402
 from dva.models.config import ModelConfig  # noqa: E402
 from dva.samples import make_sample_clip  # noqa: E402
 from dva.video import iter_frames  # noqa: E402

@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("dva.preflight.cli:main",
               "pre-flight check of a job (config, weights, inputs, output, resources, plan); starts nothing"),
     "face-crop": ("dva.face.crop_video:cli", "write the aligned face-crop video and quads of one video"),
-    "convert-reference": ("dva.models.reference.convert:cli", "convert the released reference DVA checkpoint"),
+    "convert-reference": ("dva.convert_reference:cli", "convert the released reference DVA checkpoint"),
 }
 
 

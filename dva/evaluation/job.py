@@ -27,7 +27,7 @@ log = logging.getLogger("dva.eval")
 def run_reconstruction(cfg: EvalConfig) -> str:
     """Evaluate every input video at every N; write the tables and summary; return the summary's URI."""
     from dva.face.landmarker import build_landmarker
-    from dva.models.checkpoint import load_model
+    from dva.runtime.weights import load_model
     from dva.runtime.inputs import discover_inputs
     from dva.diffusion import autocast_dtype
 
