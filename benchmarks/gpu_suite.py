@@ -67,7 +67,7 @@ from dva.diffusion import ddim_generate, ddim_invert
 from dva.diffusion.inversion import InversionConfig
 from dva.models.autoencoder import DiffusionVideoAutoencoder
 from dva.models.config import ModelConfig
-from dva.models.fused_norm import use_fused_norms
+from dva.models.unet import use_fused_norms
 from dva.models.unet import count_gflops
 from dva.pipeline.config import COMPILE_MODES, GenerateStageConfig
 from dva.pipeline.fast_unet import prepare_unet
