@@ -179,12 +179,12 @@ def reference_parts(cfg: ModelConfig, state: Mapping[str, torch.Tensor], path: s
                     ) -> dict[str, nn.Module]:
     """The reference networks of `cfg` whose weights `state` holds, loaded from it (keys and shapes exactly), as
     `DiffusionVideoAutoencoder` keyword arguments. The others are left to the config (their weight files)."""
-    parts = {}
+    roles, parts = reference_roles(cfg), {}
     for role in held_roles(cfg, state):
-        enc, part = reference_roles(cfg)[role]
+        enc, part = roles[role]
         parts[role] = part.bare()
-        load_exact(parts[role], role_state(state, role), path=path, config_key=config_key,  # type: ignore[arg-type]
-                   expected=f"`{role}.backbone.*` weights of a {enc.kind!r} network")
+        load_exact(parts[role], role_state(state, role), path=path,  # type: ignore[arg-type] # a URI too
+                   config_key=config_key, expected=f"`{role}.backbone.*` weights of a {enc.kind!r} network")
     return parts
 
 
