@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from dva.diffusion import autocast_dtype, ddim_generate, ddim_invert
-from dva.models.checkpoint import load_model
+from dva.runtime.weights import load_model
 from dva.pipeline.config import EditJobConfig
 from dva.runtime.config import load_job_config
 from dva.pipeline.edit_job import run_edit_job

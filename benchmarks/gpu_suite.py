@@ -67,7 +67,7 @@ from dva.diffusion import ddim_generate, ddim_invert
 from dva.diffusion.inversion import InversionConfig
 from dva.models.autoencoder import DiffusionVideoAutoencoder
 from dva.models.config import ModelConfig
-from dva.models.fused_norm import use_fused_norms
+from dva.models.unet import use_fused_norms
 from dva.models.unet import count_gflops
 from dva.pipeline.config import COMPILE_MODES, GenerateStageConfig
 from dva.pipeline.fast_unet import prepare_unet
@@ -308,7 +308,7 @@ def make_accuracy_data(path: str) -> None:
     name, 8 aligned crops of the astronaut sample and their z_face. Random weights make DDIM inversion chaotic (the
     round trip of an untrained ε amplifies any rounding), so the x0 comparison needs a trained model."""
     from dva.demo import SHIPPED_CHECKPOINT, training_set
-    from dva.models.checkpoint import load_model
+    from dva.runtime.weights import load_model
     from dva.samples import make_sample_clip
 
     cfg = load_config(ModelConfig, "demo64", group="model", overrides=[f"checkpoint={SHIPPED_CHECKPOINT}"])
@@ -338,7 +338,7 @@ def accuracy_rows(table: Table, data_path: str, device: torch.device, paths: lis
                   deadline: Deadline, **runner_options) -> None:
     """Each fast path vs float32 on a trained model and real face crops: ε of one call (t=500) and x_T, x0 after
     invert+generate."""
-    from dva.models.checkpoint import load_model
+    from dva.runtime.weights import load_model
 
     data = torch.load(data_path)
     cfg = load_config(ModelConfig, data["model"], group="model",

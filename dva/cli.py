@@ -72,10 +72,11 @@ def face_crop(argv: Sequence[str]) -> int:
 
 def convert_reference(argv: Sequence[str]) -> int:
     """`dva convert-reference --ckpt last.ckpt [--encoders DIR] --out model.safetensors [--raw] [key=value ...]`
-    (`dva.models.reference.convert`)."""
+    (`dva.convert_reference`)."""
     from dva.config import load_config
     from dva.models.config import ModelConfig
-    from dva.models.reference.convert import PARTS, convert
+    from dva.convert_reference import convert
+    from dva.models.reference.convert import PARTS
 
     parser = command_parser("dva convert-reference", "Convert the reference DVA checkpoint (PyTorch Lightning .ckpt) "
                             "into a dva checkpoint.")

@@ -24,7 +24,7 @@ from dva.face import build_landmarker, landmark_hull_mask, load_face_config
 from dva.face.crop_video import align_video
 from dva.face.warp import iter_crops
 from dva.models.autoencoder import DiffusionVideoAutoencoder
-from dva.models.checkpoint import save_checkpoint
+from dva.runtime.weights import save_checkpoint
 from dva.models.config import ModelConfig
 from dva.pipeline.config import EditJobConfig
 from dva.runtime.cli import command_parser, exit_process, run_command

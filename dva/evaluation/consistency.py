@@ -31,6 +31,7 @@ from dva.face.warp import crop_face, to_crop_coords
 from dva.metrics import flicker, identity_consistency
 from dva.models.config import EncoderConfig
 from dva.models.encoders import build_encoder
+from dva.runtime.weights import resolve_encoder
 from dva.latents import LatentStore
 from dva.runtime.manifest import read_manifest
 from dva.crops import crops_to_tensor
@@ -67,7 +68,7 @@ METRICS = ("tl_id", "tg_id", "flicker", "id_cosine")
 
 def build_identity_embedder(cfg: EncoderConfig, device: torch.device) -> Embed:
     """The configured identity network as `embed(crops [n, 3, S, S] in [−1, 1]) -> [n, D]` on the CPU."""
-    encoder = build_encoder(cfg, "identity", "identity")
+    encoder = build_encoder(resolve_encoder(cfg, "identity"), "identity", "identity")
     if isinstance(encoder, torch.nn.Module):
         encoder = encoder.to(device)
     return lambda images: encoder(images.to(device)).float().cpu()

@@ -31,7 +31,7 @@ def run_reconstruction(cfg: EvalConfig) -> str:
     URI. `by_method` holds every method's table; `by_steps` (and `inversion`) the first method's, as before
     methods could be compared."""
     from dva.face.landmarker import build_landmarker
-    from dva.models.checkpoint import load_model
+    from dva.runtime.weights import load_model
     from dva.runtime.inputs import discover_inputs
     from dva.diffusion import autocast_dtype
 

@@ -10,7 +10,8 @@ from dva.errors import ConfigError
 
 @dataclass
 class EncoderConfig:
-    """A frozen encoder: `kind` picks the implementation, `weights` is a local path or s3:// URI when it needs one."""
+    """A frozen encoder: `kind` picks the implementation, `weights` is a local path or s3:// URI when it needs one
+    (`dva.runtime.weights` resolves a URI to a local file before the encoder is built)."""
 
     kind: str = "random"
     dim: int = 512

@@ -16,9 +16,10 @@ HOG detector (upsampled once) returns on FFHQ-aligned 256 crops, (46, 81)-(201, 
 astronaut and matplotlib's Grace Hopper, aligned by the FFHQ quad, the detector gave exactly this box for both, and
 the shape predictors were trained on that detector's boxes.
 
-`weights`, when set, is a folder (local or s3://) holding the model files under the names above; otherwise the
-files of the installed `face_recognition_models` package are used. (`import face_recognition_models` itself fails on
-current setuptools, so its folder is found with importlib.)
+`weights`, when set, is a local folder holding the model files under the names above (`dva.runtime.weights` fetches
+the `MODEL_FILES` of an s3:// folder into one); otherwise the files of the installed `face_recognition_models`
+package are used. (`import face_recognition_models` itself fails on current setuptools, so its folder is found with
+importlib.)
 """
 
 from __future__ import annotations
@@ -33,23 +34,25 @@ from dva.dlib_models import import_dlib, packaged_folder
 from dva.errors import ConfigError
 from dva.models.config import EncoderConfig
 from dva.models.reference.landmarks import z_lnd_from_points
-from dva.storage import local_path
+from dva.models.weight_file import local_weight_file
 
 SHAPE_5_FILE = "shape_predictor_5_face_landmarks.dat"
 SHAPE_68_FILE = "shape_predictor_68_face_landmarks.dat"
 DESCRIPTOR_FILE = "dlib_face_recognition_resnet_model_v1.dat"
+# kind → the files it reads
+MODEL_FILES = {"dlib_identity": (SHAPE_5_FILE, DESCRIPTOR_FILE), "dlib_landmarks": (SHAPE_68_FILE,)}
 
 # (left, top, right, bottom) of the face in an aligned crop, as fractions of its size; see the module docstring.
 FACE_BOX = (46 / 256, 81 / 256, 201 / 256, 236 / 256)
 
 
 def _model_file(cfg: EncoderConfig, config_key: str, name: str) -> str:
-    """Local path of the dlib model file `name` from the folder `cfg.weights`, or from face_recognition_models."""
+    """Local path of the dlib model file `name` in the local folder `cfg.weights`, or in face_recognition_models."""
     key = f"{config_key}.weights"
     if cfg.sha256:
         raise ConfigError(f"config key `{config_key}.sha256`: not supported, `{key}` names a folder of dlib files")
     folder = cfg.weights or str(packaged_folder(key))
-    return str(local_path(f"{str(folder).rstrip('/')}/{name}", config_key=key))
+    return str(local_weight_file(f"{str(folder).rstrip('/')}/{name}", key))
 
 
 def _uint8_images(images: torch.Tensor) -> list[np.ndarray]:

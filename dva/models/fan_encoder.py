@@ -2,7 +2,7 @@
 
 The network is face-alignment's own `face_alignment.models.FAN(4)`; its weights are the released
 `2DFAN4-11f355bf06.pth.tar`, which face-alignment 1.5 reads with `torch.load(weights_only=True)` as a plain state
-dict and loads strictly. We read the same file from `landmark_encoder.weights` (local path or s3://) and never
+dict and loads strictly. We read the same file from `landmark_encoder.weights` (a local file) and never
 let face-alignment download anything.
 
 Where the face is. face-alignment crops a square around a detector box before FAN sees it: centre = box centre

@@ -7,10 +7,11 @@ one write (`dva.models.fused_norm_kernels`). Inputs are read in their own dtype 
 operation runs in float32: where the eager chain rounds to bf16 after the norm, after (1+s) and after each of ·, +
 and SiLU, the fused chain rounds once.
 
-Triton is imported only by `use_fused_norms` (config `generate.norm_kernels: triton`). The kernels run on CUDA
-tensors, and on CPU tensors only interpreted: `TRITON_INTERPRET=1` set before the first `use_fused_norms` (the
-tests). They are the custom op `dva::group_norm_chain`, opaque to torch.compile, so a compiled UNet keeps one graph.
-Inference only: no backward is defined, and a call that would need one is refused.
+Triton is imported only by `check_kernels`, which `dva.models.unet.use_fused_norms` calls (config
+`generate.norm_kernels: triton`). The kernels run on CUDA tensors, and on CPU tensors only interpreted:
+`TRITON_INTERPRET=1` set before the first `use_fused_norms` (the tests). They are the custom op
+`dva::group_norm_chain`, opaque to torch.compile, so a compiled UNet keeps one graph. Inference only: no backward
+is defined, and a call that would need one is refused.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import os
 from typing import Optional
 
 import torch
-from torch import nn
 
 from dva.errors import ConfigError, DvaError
 
@@ -56,23 +56,15 @@ def group_norm_chain(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, 
     return _group_norm_chain_op(x, weight, bias, modulation, num_groups, eps, silu)
 
 
-def use_fused_norms(module: nn.Module, device: torch.device | str, enabled: bool = True) -> nn.Module:
-    """Route every GroupNorm chain of `module` through the fused kernels (or back to eager); returns `module`.
-
-    Checks up front that the kernels can run on `device`: CUDA, or the CPU under TRITON_INTERPRET=1 (tests)."""
-    from dva.models.unet import GroupNorm32
-
-    if enabled:
-        device = torch.device(device)
-        if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-            raise ConfigError(f"config key `{CONFIG_KEY}`: the triton kernels run on CUDA devices (on the CPU only "
-                              f"interpreted, TRITON_INTERPRET=1, for tests); this stage runs on {device}: use `eager`")
-        try:
-            import dva.models.fused_norm_kernels  # noqa: F401  (fails here, not at the first batch)
-        except ImportError as err:
-            raise ConfigError(f"config key `{CONFIG_KEY}`: triton is not importable here ({err}); install triton "
-                              f"(CUDA builds of torch ship it) or use `eager`") from err
-    for m in module.modules():
-        if isinstance(m, GroupNorm32):
-            m.fused = enabled
-    return module
+def check_kernels(device: torch.device | str) -> None:
+    """ConfigError unless the kernels can run on `device`: CUDA, or the CPU under TRITON_INTERPRET=1 (tests), with
+    triton importable."""
+    device = torch.device(device)
+    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ConfigError(f"config key `{CONFIG_KEY}`: the triton kernels run on CUDA devices (on the CPU only "
+                          f"interpreted, TRITON_INTERPRET=1, for tests); this stage runs on {device}: use `eager`")
+    try:
+        import dva.models.fused_norm_kernels  # noqa: F401  (fails here, not at the first batch)
+    except ImportError as err:
+        raise ConfigError(f"config key `{CONFIG_KEY}`: triton is not importable here ({err}); install triton "
+                          f"(CUDA builds of torch ship it) or use `eager`") from err

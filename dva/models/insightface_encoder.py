@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from dva.errors import MissingWeightsError
 from dva.models.config import EncoderConfig
-from dva.models.reference import resolve_weights
+from dva.models.reference import weight_file
 
 # (top, left, side) of the ArcFace template square in a 256 aligned crop; see the module docstring.
 ARCFACE_REGION = (30, 32, 192)
@@ -80,6 +80,6 @@ def load_arcface_onnx(path: Path, config_key: str):
 
 
 def build_identity_encoder(cfg: EncoderConfig, config_key: str, role: str) -> InsightFaceIdentityEncoder:
-    """Registry builder for kind `insightface_arcface`: `cfg.weights` is the local path or URI of the .onnx file."""
-    path = resolve_weights(cfg, config_key, EXPECTED_FILE)
+    """Registry builder for kind `insightface_arcface`: `cfg.weights` is the local .onnx file."""
+    path = weight_file(cfg, config_key, EXPECTED_FILE)
     return InsightFaceIdentityEncoder(load_arcface_onnx(path, f"{config_key}.weights"))

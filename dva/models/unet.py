@@ -21,7 +21,7 @@ class GroupNorm32(nn.GroupNorm):
     """GroupNorm computed in float32 whatever the input dtype: bf16/fp16 statistics are too coarse.
 
     `chain` is the whole normalisation chain of the UNet: norm → optional (1+scale)·h + shift → optional SiLU,
-    eager by default or fused (`fused`, set by `dva.models.fused_norm.use_fused_norms`)."""
+    eager by default or fused (`fused`, set by `use_fused_norms`)."""
 
     fused = False
 
@@ -45,6 +45,17 @@ def normalization(channels: int) -> GroupNorm32:
             f"config keys `unet.model_channels` / `unet.channel_mult`: they give a {channels}-channel layer, which "
             f"GroupNorm cannot split into {groups} groups; use multiples of 32 (or widths below 32)")
     return GroupNorm32(groups, channels)
+
+
+def use_fused_norms(module: nn.Module, device: torch.device | str, enabled: bool = True) -> nn.Module:
+    """Route every GroupNorm chain of `module` through the fused kernels of `dva.models.fused_norm` (or back to
+    eager); returns `module`. Checks up front that the kernels can run on `device`."""
+    if enabled:
+        fused_norm.check_kernels(device)
+    for m in module.modules():
+        if isinstance(m, GroupNorm32):
+            m.fused = enabled
+    return module
 
 
 def zero_init(module: nn.Module) -> nn.Module:

@@ -18,7 +18,7 @@ from collections import defaultdict
 from typing import Callable, Optional, Sequence
 
 from dva.errors import ConfigError, DvaError, StorageError
-from dva.models.checkpoint import check_checkpoint
+from dva.runtime.weights import check_checkpoint
 from dva.pipeline.config import EditJobConfig
 from dva.runtime.config import load_job_config
 from dva.pipeline.edits import (check_clip_weights, direction_record_uri, has_clip_edits, parse_job_edits,

@@ -13,7 +13,7 @@ import torch._functorch.config
 import torch._inductor.config
 from torch import nn
 
-from dva.models.fused_norm import use_fused_norms
+from dva.models.unet import use_fused_norms
 from dva.pipeline.config import GenerateStageConfig
 
 

@@ -22,7 +22,7 @@ from dva.face.config import FaceConfig
 from dva.face.mask import Masker, face_mask
 from dva.face.paste import paste_face
 from dva.face.warp import crop_face
-from dva.models.checkpoint import load_model
+from dva.runtime.weights import load_model
 from dva.models.config import ModelConfig
 from dva.models.reference.bisenet import FaceParserMasker
 from dva.pipeline.generate import work_uri

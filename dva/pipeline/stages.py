@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from dva.config import to_yaml
 from dva.diffusion import autocast_dtype
 from dva.face.landmarker import build_landmarker
-from dva.models.checkpoint import load_model
+from dva.runtime.weights import load_model
 from dva.pipeline.config import EditJobConfig
 from dva.editing.edits import parse_edit
 from dva.pipeline.edits import EditResolver

@@ -82,6 +82,7 @@ def check_model(report: Report, cfg: ModelConfig, prefix: str = "model", with_un
     each frozen network it does not hold loads from its own weight file through the encoder registry."""
     from dva.models.autoencoder import build_face_parser
     from dva.models.encoders import build_encoder
+    from dva.runtime.weights import resolve_encoder
 
     held: set[str] = set()
     key = f"{prefix}.checkpoint"
@@ -89,11 +90,13 @@ def check_model(report: Report, cfg: ModelConfig, prefix: str = "model", with_un
         report.step(key, lambda: checkpoint_fits(cfg, key, with_unet, held))
     for role, kind in (("identity_encoder", "identity"), ("landmark_encoder", "landmark")):
         if role not in held:
-            check_loads(report, f"{prefix}.{role}",
-                        lambda role=role, kind=kind: build_encoder(getattr(cfg, role), f"{prefix}.{role}", kind))
+            role_key = f"{prefix}.{role}"
+            check_loads(report, role_key, lambda role=role, kind=kind, role_key=role_key: build_encoder(
+                resolve_encoder(getattr(cfg, role), role_key), role_key, kind))
     if cfg.face_parser is not None and "face_parser" not in held:
-        check_loads(report, f"{prefix}.face_parser",
-                    lambda: build_face_parser(cfg.face_parser, f"{prefix}.face_parser"))
+        parser_key = f"{prefix}.face_parser"
+        check_loads(report, parser_key,
+                    lambda: build_face_parser(resolve_encoder(cfg.face_parser, parser_key), parser_key))
 
 
 def checkpoint_fits(cfg: ModelConfig, key: str, with_unet: bool, held: set[str]) -> str:
@@ -108,12 +111,13 @@ def checkpoint_fits(cfg: ModelConfig, key: str, with_unet: bool, held: set[str])
     """
     from dva.models.autoencoder import TRAINABLE_PREFIXES
     from dva.models.checkpoint import FORMAT, describe_mismatch
-    from dva.models.reference.convert import meta_model, reference_parts, reference_state_dict
+    from dva.models.reference.convert import meta_model, reference_parts
+    from dva.runtime.weights import read_reference_checkpoint
 
     uri = str(cfg.checkpoint)
     if uri.endswith(".ckpt"):
         with no_remote_fetch():
-            shapes = {k: tuple(v.shape) for k, v in reference_state_dict(uri, cfg.use_ema, key).items()}
+            shapes = {k: tuple(v.shape) for k, v in read_reference_checkpoint(uri, cfg.use_ema, key).items()}
         how = "reference checkpoint read memory-mapped"
     else:
         shapes, meta, data_bytes = safetensors_header(uri, key)

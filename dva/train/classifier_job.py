@@ -108,7 +108,7 @@ def photo_aligner(detect: Callable[[np.ndarray], list], face: FaceConfig) -> Ali
 def train_classifier(cfg: TrainClassifierConfig) -> AttributeClassifier:
     """Train, write the classifier file and its accuracy JSON; return the classifier."""
     from dva.face.landmarker import build_landmarker
-    from dva.models.checkpoint import load_model
+    from dva.runtime.weights import load_model
 
     device = configured_device(cfg.device)
     # Built on first use, so that a missing annotation file or a misspelt attribute fails before any weights load.

@@ -24,7 +24,7 @@ from dva.face.crop_video import align_video
 from dva.face.landmarker import FaceLandmarker, build_landmarker
 from dva.face.warp import iter_crops
 from dva.models.autoencoder import DiffusionVideoAutoencoder
-from dva.models.checkpoint import load_model
+from dva.runtime.weights import load_model
 
 from dva.runtime.inputs import discover_inputs
 from dva.runtime.manifest import JobSummary, ResultRow, read_manifest, write_result, write_summary

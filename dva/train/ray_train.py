@@ -26,8 +26,8 @@ import cv2
 import numpy as np
 import torch
 
-from dva.models.checkpoint import load_model
 from dva.runtime.cli import EXIT_OK, command_parser, run_command
+from dva.runtime.weights import load_model
 from dva.runtime.cluster import init_ray, limit_threads
 from dva.storage import canonical_uri, is_remote, redact
 from dva.train.config import TrainJobConfig, load_train_config

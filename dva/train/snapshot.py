@@ -18,7 +18,8 @@ import torch
 
 from dva.errors import ConfigError
 from dva.models.autoencoder import TRAINABLE_PREFIXES
-from dva.models.checkpoint import describe_mismatch, read_checkpoint, save_checkpoint
+from dva.models.checkpoint import describe_mismatch
+from dva.runtime.weights import read_checkpoint, save_checkpoint
 from dva.train.loop import TrainState
 
 EMA_FILE = "dva.safetensors"

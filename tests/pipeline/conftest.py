@@ -10,7 +10,7 @@ import torch
 
 from dva.config import load_config
 from dva.models.autoencoder import DiffusionVideoAutoencoder
-from dva.models.checkpoint import save_checkpoint
+from dva.runtime.weights import save_checkpoint
 from dva.models.config import ModelConfig
 from dva.samples import load_photo, make_sample_clip
 

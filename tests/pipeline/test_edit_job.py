@@ -22,7 +22,7 @@ from dva.face.paste import paste_face
 from dva.face.track import FrameStatus
 from dva.face.landmarker import build_landmarker
 from dva.face.warp import iter_crops
-from dva.models.checkpoint import load_model
+from dva.runtime.weights import load_model
 from dva.pipeline.config import EditJobConfig
 from dva.runtime.config import load_job_config
 from dva.pipeline.edit_job import run_edit_job

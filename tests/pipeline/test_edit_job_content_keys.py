@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from edit_job_args import job_overrides
-from dva.models.checkpoint import load_model, save_checkpoint
+from dva.runtime.weights import load_model, save_checkpoint
 from dva.pipeline.config import EditJobConfig
 from dva.runtime.config import load_job_config
 from dva.pipeline.edit_job import run_edit_job

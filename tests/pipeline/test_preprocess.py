@@ -15,7 +15,7 @@ from dva.face.crop_video import align_video
 from dva.face.landmarker import build_landmarker
 from dva.face.mask import landmark_hull_mask
 from dva.face.warp import iter_crops
-from dva.models.checkpoint import load_model
+from dva.runtime.weights import load_model
 from dva.runtime.manifest import read_manifest
 from dva.crops import crops_to_tensor
 from dva.storage import video_id

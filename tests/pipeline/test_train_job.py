@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from dva.diffusion.losses import dva_loss
 from dva.models.autoencoder import DiffusionVideoAutoencoder
-from dva.models.checkpoint import load_model
+from dva.runtime.weights import load_model
 from dva.storage import join
 from dva.train.config import TrainDataConfig, load_train_config
 from dva.train.preprocess import write_shard

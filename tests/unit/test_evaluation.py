@@ -18,7 +18,7 @@ from dva.evaluation.reconstruction import LpipsScorer, frame_scores, ms_ssim_sca
 from dva.face import align_video, iter_crops, load_face_config
 from dva.metrics import ms_ssim, ssim
 from dva.models.autoencoder import DiffusionVideoAutoencoder
-from dva.models.checkpoint import save_checkpoint
+from dva.runtime.weights import save_checkpoint
 from dva.models.config import ModelConfig
 from dva.latents import LatentStore
 from dva.runtime.eval_results import eval_prefix, read_summary, read_table

@@ -101,7 +101,7 @@ def test_missing_or_unreadable_files_name_the_config_key(tmp_path):
 def test_dva256_builds_with_stand_in_files(tmp_path, fan_file):
     """The paper's model preset, as every job loads it, encodes a batch with its configured encoders."""
     from dva.config import load_config
-    from dva.models.checkpoint import load_model
+    from dva.runtime.weights import load_model
     from dva.models.config import ModelConfig
 
     write_tiny_arcface_onnx(tmp_path / "w600k_r50.onnx")

@@ -16,9 +16,9 @@ import torch
 from dva.config import load_config
 from dva.demo import SHIPPED_CHECKPOINT, training_set
 from dva.diffusion import ddim_generate, ddim_invert
-from dva.models.checkpoint import load_model
+from dva.runtime.weights import load_model
 from dva.models.config import ModelConfig
-from dva.models.fused_norm import use_fused_norms
+from dva.models.unet import use_fused_norms
 
 STEPS = 10
 

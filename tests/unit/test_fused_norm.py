@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from dva.errors import ConfigError, DvaError
-from dva.models.fused_norm import use_fused_norms
-from dva.models.unet import normalization
+from dva.models.unet import normalization, use_fused_norms
 
 F32_TOL = 2e-5
 

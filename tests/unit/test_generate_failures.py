@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from dva.config import load_config
-from dva.models.checkpoint import load_model
+from dva.runtime.weights import load_model
 from dva.models.config import ModelConfig
 from dva.diffusion.inversion import InversionConfig
 from dva.pipeline.generate import generate_chunks

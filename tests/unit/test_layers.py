@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("front end", ("dva.editing", "dva.latents", "dva.frontend", "dva.samples")),
     ("job runtime", ("dva.runtime",)),
     ("jobs", ("dva.pipeline", "dva.train", "dva.evaluation", "dva.report")),
-    ("entry points", ("dva.preflight", "dva.demo", "dva.cli")),
+    ("entry points", ("dva.preflight", "dva.demo", "dva.cli", "dva.convert_reference")),
 ]
 # Imports between different units of one layer that the design needs ("importer -> imported").
 SIDEWAYS: dict[str, set[str]] = {

@@ -169,7 +169,7 @@ def test_a_passing_check_prints_the_plan(capsys, two_clips, tmp_path):
 def test_a_checkpoint_is_checked_from_its_header(capsys, tmp_path, tiny_model):
     from dva.config import load_config
     from dva.models.autoencoder import DiffusionVideoAutoencoder
-    from dva.models.checkpoint import save_checkpoint
+    from dva.runtime.weights import save_checkpoint
     from dva.models.config import ModelConfig
 
     good = save_checkpoint(tmp_path / "tiny.safetensors", tiny_model)
@@ -229,7 +229,7 @@ def test_remote_weights_are_checked_without_downloading(capsys, monkeypatch, tmp
                                                         two_clips):
     import s3fs
 
-    from dva.models.checkpoint import save_checkpoint
+    from dva.runtime.weights import save_checkpoint
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("DVA_CACHE_DIR", str(cache))

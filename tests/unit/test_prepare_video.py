@@ -8,7 +8,7 @@ import pytest
 
 from dva.face.landmarker import build_landmarker
 from dva.face.track import FrameStatus
-from dva.models.checkpoint import load_model
+from dva.runtime.weights import load_model
 from dva.pipeline.config import EditJobConfig
 from dva.runtime.config import load_job_config
 from dva.latents import LatentKey, LatentStore

@@ -83,7 +83,7 @@ def _detects(landmarker) -> None:
 
 def build_model(name, standins, tmp_path):
     from dva.config import load_config
-    from dva.models.checkpoint import load_model
+    from dva.runtime.weights import load_model
     from dva.models.config import ModelConfig
 
     cfg = resolve(lambda n, o: load_config(ModelConfig, n, o, group="model"), name, standins, _small_model("", name))
@@ -131,7 +131,7 @@ def build_preprocess(name, standins, tmp_path):
 
 
 def build_train(name, standins, tmp_path):
-    from dva.models.checkpoint import load_model
+    from dva.runtime.weights import load_model
     from dva.train.config import load_train_config
     from dva.train.loop import create_train_state
 
@@ -148,7 +148,7 @@ def build_eval(name, standins, tmp_path):
     from dva.evaluation.consistency import build_identity_embedder
     from dva.evaluation.reconstruction import LpipsScorer
     from dva.face import build_landmarker
-    from dva.models.checkpoint import load_model
+    from dva.runtime.weights import load_model
 
     cfg = resolve(load_eval_config, name, standins,
                   _job_overrides("eval", name, input=str(tmp_path / "in"), output=str(tmp_path / "out")))
@@ -163,7 +163,7 @@ def build_eval(name, standins, tmp_path):
 def build_train_classifier(name, standins, tmp_path):
     from dva.train.classifier_job import load_train_classifier_config
     from dva.face import build_landmarker
-    from dva.models.checkpoint import load_model
+    from dva.runtime.weights import load_model
 
     cfg = resolve(load_train_classifier_config, name, standins,
                   _job_overrides("train_classifier", name, images=str(tmp_path / "images"),

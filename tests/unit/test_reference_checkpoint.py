@@ -24,10 +24,11 @@ from reference_vectors import SMALL, VECTORS
 from dva.cli import main
 from dva.config import load_config
 from dva.errors import MissingWeightsError
-from dva.models.checkpoint import load_model
+from dva.runtime.weights import load_model
 from dva.models.config import ModelConfig
 from dva.models.reference.bisenet import BiSeNet, FaceParserMasker
-from dva.models.reference.convert import convert, map_reference_keys, meta_model
+from dva.convert_reference import convert
+from dva.models.reference.convert import map_reference_keys, meta_model
 from dva.runtime.cli import EXIT_USAGE
 
 pytestmark = pytest.mark.usefixtures("official_vectors")

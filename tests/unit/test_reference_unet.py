@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from dva.config import load_config
 from dva.diffusion import DDIMScheduler, ddim_generate, ddim_invert
-from dva.models.checkpoint import load_model
+from dva.runtime.weights import load_model
 from dva.models.config import ModelConfig
 
 pytestmark = pytest.mark.usefixtures("official_vectors")

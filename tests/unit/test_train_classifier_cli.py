@@ -15,7 +15,7 @@ from dva.editing import AttributeClassifier, identity_encoder_id, l2norm
 from dva.train.classifier_job import load_train_classifier_config
 from dva.editing.edits import edited_identity, parse_edit
 from dva.errors import DvaError
-from dva.models.checkpoint import load_model
+from dva.runtime.weights import load_model
 
 NAMES = ["Smiling", "Young", "Bald"]  # Smiling and Young follow identity; Bald is a coin toss
 

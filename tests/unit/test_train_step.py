@@ -66,7 +66,7 @@ def test_bad_optim_config_is_named():
 
 
 def test_model_without_unet_loads_the_same_encoders_and_z_face(tiny_model, tmp_path):
-    from dva.models.checkpoint import load_model, save_checkpoint
+    from dva.runtime.weights import load_model, save_checkpoint
 
     with torch.no_grad():
         tiny_model.z_face.weight.add_(1.0)  # not the initialisation a fresh model would draw

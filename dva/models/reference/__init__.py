@@ -5,8 +5,8 @@ with exactly the state-dict keys of the released file, so a file loads only if e
 file fails at start-up with a message that says what was expected, never silently with half its weights random.
 
 This package file holds what the three share: the frozen-module behaviour, the ImageNet input normalisation, and
-`load_weights` (find the file, read it, load it exactly). Files are read with `weights_only=True` (no pickled code
-runs) or as safetensors by suffix.
+`load_weights` (check the local file, read it, load it exactly). Files are read with `weights_only=True` (no pickled
+code runs) or as safetensors by suffix.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from torch import nn
 
 from dva.errors import MissingWeightsError
 from dva.models.config import EncoderConfig
-from dva.storage import local_path
+from dva.models.weight_file import local_weight_file
 
 # ImageNet statistics (RGB), used by the landmark net and the face parser on [0, 1] images.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -55,13 +55,11 @@ class ImageNetNormalize(nn.Module):
         return ((images + 1) / 2 - self.mean) / self.std
 
 
-def resolve_weights(cfg: EncoderConfig, config_key: str, expected: str) -> Path:
-    """The local file `cfg.weights` names (fetched and checked by `dva.storage.local_path`).
-
-    A missing file's error also says what file was expected, so the user knows which download to look for.
-    """
+def weight_file(cfg: EncoderConfig, config_key: str, expected: str) -> Path:
+    """The local file `cfg.weights` names; a missing file's error also says what file was expected, so the user knows
+    which download to look for."""
     try:
-        return local_path(cfg.weights, config_key=f"{config_key}.weights", sha256=cfg.sha256)
+        return local_weight_file(cfg.weights, f"{config_key}.weights")
     except MissingWeightsError as err:
         err.args = (f"{err.args[0]} Expected: {expected}.",)
         raise
@@ -120,6 +118,6 @@ def load_weights(
 ) -> None:
     """Find, read and exactly load the file `cfg.weights` into `module`; `convert` maps the file's content (a
     released file's wrapper dict and key names) to `module`'s state dict."""
-    path = resolve_weights(cfg, config_key, expected)
+    path = weight_file(cfg, config_key, expected)
     key = f"{config_key}.weights"
     load_exact(module, convert(read_weight_file(path, key, expected)), path=path, config_key=key, expected=expected)

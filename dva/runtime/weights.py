@@ -1,0 +1,162 @@
+"""Weight resolution: the weight URIs of a model config (local paths or s3://) → local files, and models loaded.
+
+`dva.models` reads local files and state dicts only; this module is where a job's configured URIs become local
+files (`dva.storage.local_path`: fetched once into the cache, checked against a configured SHA-256) and where dva
+checkpoints are read, checked and written (atomically, `dva.storage.atomic_output`). Errors name the configured URI
+and its config key, never a cache file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from dva.config import merge_config
+from dva.errors import MissingWeightsError
+from dva.models.autoencoder import DiffusionVideoAutoencoder
+from dva.models.checkpoint import (build_model, checkpoint_metadata, checkpoint_state, read_checkpoint_file,
+                                   write_checkpoint)
+from dva.models.config import EncoderConfig, ModelConfig
+from dva.models.dlib_encoders import MODEL_FILES as DLIB_MODEL_FILES
+from dva.models.reference.convert import EXPECTED_CKPT, ROLES, held_roles, read_lightning_state, reference_state_dict
+from dva.storage import atomic_output, cache_dir, is_remote, join, local_path
+
+
+def local_checkpoint(uri: str, config_key: str = "model.checkpoint") -> Path:
+    """The local file of the checkpoint `uri` (fetched when remote); a missing reference `.ckpt` says what it is."""
+    try:
+        return local_path(uri, config_key=config_key)
+    except MissingWeightsError as err:
+        if str(uri).endswith(".ckpt"):
+            err.args = (f"{err.args[0]} Expected: {EXPECTED_CKPT}.",)
+        raise
+
+
+def _local_folder(folder: str, names: Iterable[str], config_key: str) -> Path:
+    """A local folder holding the files `names` of the remote folder `folder` (each fetched into the cache once)."""
+    files = {name: local_path(join(folder, name), config_key=config_key) for name in names}
+    local = cache_dir() / "weights" / hashlib.sha256("\n".join(map(str, files.values())).encode()).hexdigest()[:16]
+    local.mkdir(parents=True, exist_ok=True)
+    for name, path in files.items():
+        with contextlib.suppress(FileExistsError):  # another worker linked it first
+            (local / name).symlink_to(path)
+    return local
+
+
+def resolve_encoder(cfg: EncoderConfig | None, config_key: str) -> EncoderConfig | None:
+    """`cfg` with `weights` a local file: a URI is fetched (and checked against `sha256`), a local file with a
+    `sha256` is checked. A plain local path stays as it is: the encoder's loader checks it and names the file it
+    expects. A dlib kind's `weights` is a folder: a remote one is fetched into a local one."""
+    if cfg is None or not cfg.weights:
+        return cfg
+    key = f"{config_key}.weights"
+    if cfg.kind in DLIB_MODEL_FILES:
+        local = _local_folder(cfg.weights, DLIB_MODEL_FILES[cfg.kind], key) if is_remote(cfg.weights) else cfg.weights
+    elif "://" in cfg.weights or cfg.sha256:
+        local = local_path(cfg.weights, config_key=key, sha256=cfg.sha256)
+    else:
+        local = cfg.weights
+    resolved = copy.copy(cfg)
+    resolved.weights = str(local)
+    return resolved
+
+
+def resolve_model_weights(cfg: ModelConfig, config_key: str = "model.checkpoint",
+                          held: Iterable[str] = ()) -> ModelConfig:
+    """A copy of `cfg` whose weight files are local: the checkpoint, and the weights of every frozen network but
+    those in `held` (networks whose weights the checkpoint holds). Frozen networks are keyed by role, as the model
+    builds them (`identity_encoder.weights`, ...)."""
+    resolved = copy.deepcopy(cfg)
+    if cfg.checkpoint:
+        resolved.checkpoint = str(local_checkpoint(cfg.checkpoint, config_key))
+    for role in set(ROLES) - set(held):
+        setattr(resolved, role, resolve_encoder(getattr(cfg, role), role))
+    return resolved
+
+
+@contextlib.contextmanager
+def _named_as(uris: Mapping[str, str]) -> Iterator[None]:
+    """A MissingWeightsError raised inside names the configured URI, not its local file ({local file: URI})."""
+    try:
+        yield
+    except MissingWeightsError as err:
+        for local, uri in uris.items():
+            if local != uri and local in err.args[0]:
+                err.args = (err.args[0].replace(local, uri),)
+                err.path = uri if err.path == local else err.path
+        raise
+
+
+def _configured_uris(cfg: ModelConfig, resolved: ModelConfig) -> dict[str, str]:
+    """{local file of `resolved`: URI of `cfg`} for every weight file the two configs name."""
+    local = resolved.weight_files()
+    return {local[key]: uri for key, uri in cfg.weight_files().items() if key in local}
+
+
+def load_model(cfg: ModelConfig, device: str | torch.device = "cpu", config_key: str = "model.checkpoint",
+               with_unet: bool = True) -> DiffusionVideoAutoencoder:
+    """Build the model of `cfg` in eval mode on `device`, with the checkpoint's weights when one is configured.
+    `with_unet=False` builds and loads everything but the UNet (stage A and preprocessing only encode).
+
+    Reference frozen networks (ArcFace, landmarks, face parser) whose weights the checkpoint holds are loaded from it,
+    keys checked exactly, and their own weight files are neither fetched nor read.
+    """
+    state: dict[str, torch.Tensor] = {}
+    if cfg.checkpoint:
+        path = local_checkpoint(cfg.checkpoint, config_key)
+        with _named_as({str(path): str(cfg.checkpoint)}):
+            state = checkpoint_state(path, cfg.use_ema, config_key)
+    resolved = resolve_model_weights(cfg, config_key, held=held_roles(cfg, state))
+    with _named_as(_configured_uris(cfg, resolved)):
+        return build_model(resolved, state, config_key, with_unet).to(device).eval()
+
+
+def read_reference_checkpoint(uri: str, use_ema: bool = True, config_key: str = "model.checkpoint"
+                              ) -> dict[str, torch.Tensor]:
+    """The EMA (or raw) half of the reference Lightning checkpoint `uri` under dva keys (`reference_state_dict`)."""
+    path = local_checkpoint(uri, config_key)
+    with _named_as({str(path): str(uri)}):
+        return reference_state_dict(path, use_ema, config_key)
+
+
+def check_checkpoint(uri: str, config_key: str = "model.checkpoint") -> None:
+    """Cheap check of a local checkpoint before workers start, so a wrong, damaged or unsafe file fails once, on the
+    driver, instead of in every worker: a dva checkpoint's header, or a reference `.ckpt` memory-mapped (its pickle
+    read safely, its tensors not read). Remote files are left to `load_model`: checking them means fetching them."""
+    if is_remote(str(uri)):
+        return
+    path = local_checkpoint(uri, config_key)
+    with _named_as({str(path): str(uri)}):
+        if path.suffix == ".ckpt":
+            read_lightning_state(path, config_key)
+        else:
+            checkpoint_metadata(path, config_key)
+
+
+def read_checkpoint(uri: str, config_key: str = "model.checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of the dva checkpoint `uri`; a wrong or damaged file names itself and the config key."""
+    path = local_checkpoint(uri, config_key)
+    with _named_as({str(path): str(uri)}):
+        return read_checkpoint_file(path, config_key)
+
+
+def checkpoint_config(uri: str, config_key: str = "model.checkpoint") -> ModelConfig:
+    """The ModelConfig stored inside the dva checkpoint `uri`."""
+    path = local_checkpoint(uri, config_key)
+    with _named_as({str(path): str(uri)}):
+        meta = checkpoint_metadata(path, config_key)
+    return merge_config(ModelConfig, [OmegaConf.create(meta["config"])])
+
+
+def save_checkpoint(uri: str | Path, model: DiffusionVideoAutoencoder,
+                    weights: Mapping[str, torch.Tensor] | None = None, *, kind: str = "ema") -> str | Path:
+    """Write `weights` (default: the model's trainable state) and the model config to `uri` atomically; return `uri`."""
+    with atomic_output(uri, suffix=".safetensors") as tmp:
+        write_checkpoint(tmp, model, weights, kind=kind)
+    return uri
