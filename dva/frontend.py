@@ -6,7 +6,7 @@ A video is decoded three times and never held whole: pass 1 keeps landmarks only
 pass 2 keeps one z_id and z_lnd per frame (the mean z_id is needed before any inversion), pass 3 crops again and
 emits chunks of `chunk_frames` consecutive crops. When the video's latents are stored for this model and N, all
 three passes are skipped and the chunks carry no crops: stage B loads x_T instead. Between passes 2 and 3 the edits
-are resolved (`dva.pipeline.edits`); a clip edit decodes the few frames it optimises on once more.
+are resolved (`dva.pipeline.edit_resolution`); a clip edit decodes the few frames it optimises on once more.
 """
 
 from __future__ import annotations
@@ -39,9 +39,10 @@ class VideoTask:
     source: str = ""  # `dva.storage.file_stamp` of the video when the job started: stored latents must match it
 
 
-# (task, mean z_id [D], face track) → the z_id to decode with for each of `task.edits`, [K, D]; built by the job.
+# (task, mean z_id [D], face track) → the z_id to decode with for each of `task.edits`, [K, D]; the edit job's is
+# `dva.pipeline.edit_resolution.EditResolver`.
 # The track lets an edit that needs pixels (CLIP) crop the frames it wants again.
-EditResolver = Callable[[VideoTask, np.ndarray, AlignedTrack], np.ndarray]
+ResolveEdits = Callable[[VideoTask, np.ndarray, AlignedTrack], np.ndarray]
 
 
 def training_masks(model, track: AlignedTrack, images: torch.Tensor, start: int, brow_lift: float) -> np.ndarray:
@@ -66,7 +67,7 @@ def encode_codes(task: VideoTask, track: AlignedTrack, encode_identity, encode_l
 
 
 def prepare_video(task: VideoTask, face: FaceConfig, landmarker: FaceLandmarker, encode_identity, encode_landmarks,
-                  resolve_edits: EditResolver, store: Optional[LatentStore], latent_key: LatentKey,
+                  resolve_edits: ResolveEdits, store: Optional[LatentStore], latent_key: LatentKey,
                   chunk_frames: int, reuse_latents: bool) -> Iterator[dict]:
     """Yield one row per chunk of the video: crops (or none when x_T is stored), z_lnd, the mean z_id, the edits."""
     cached = store is not None and reuse_latents and store.is_complete(latent_key, task.source)

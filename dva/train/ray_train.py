@@ -27,10 +27,10 @@ import numpy as np
 import torch
 
 from dva.models.checkpoint import load_model
+from dva.precision import autocast_dtype
 from dva.runtime.cluster import init_ray, limit_threads
 from dva.storage import canonical_uri, is_remote, redact
 from dva.train.config import TrainJobConfig, load_train_config, run_job_command
-from dva.diffusion import autocast_dtype
 from dva.train.loop import TrainState, create_train_state, train_step
 from dva.train.preview import pick_preview_rows, sample_grid
 from dva.train.sampler import DataPosition, VideoBatchSampler
