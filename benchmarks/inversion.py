@@ -1,115 +1,81 @@
 """Reconstruction and identity-edit strength per inversion method and N, for the shipped `demo64` model on CPU.
 
-For each of the demo's two sample people (dva.samples, dlib front end), the first `--frames` aligned crops are
-inverted once per (method, N) and decoded twice: with their own code (reconstruction: PSNR, SSIM, relative x0 error
-‖x̂0 − x0‖/‖x0‖) and with the other person's mean identity code (an identity edit: cosine of the edited crops' dlib
-identity to the target's and to the source's mean identity). UNet calls are per frame; seconds are process CPU
-time per frame for inversion + the reconstruction decode (the machine is shared, so wall time would mislead).
-The cost column is the first edit's calls (inversion + one decode) relative to DDIM at N=100 (2·100−1 = 199).
+A thin driver of `dva eval` (reconstruction mode, `dva.evaluation.job.run_reconstruction`): the demo's sample clip
+of the astronaut is evaluated on its first `--frames` aligned 64 px crops, with the sample clip of Grace Hopper as
+`identity_target` (so every x_T is also decoded with her mean z_id and scored by dlib's identity descriptor: cosine
+to the target and to the source, TL-ID / TG-ID). Each `--grid METHODS=STEPS` is one evaluation (methods × N), so
+the expensive methods need not run at every N. UNet calls are per frame; the cost columns are a first edit's calls
+(inversion + one decode) and a further edit's (one decode) relative to DDIM N=100's first edit (2·100−1 = 199).
+Seconds are wall time per frame for inversion + one decode (on a shared machine: compare within one run only).
 
-    python benchmarks/inversion.py [--frames 4] [--cases ddim:10,ddim:20,ddim:50,ddim:100,fixed_point:20:2 ...]
+    python benchmarks/inversion.py [--frames 4] [--grid ddim=10,20,50,100 --grid fixed_point:2=10,20 ...]
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from dva.config import load_config  # noqa: E402
-from dva.crops import crops_to_tensor  # noqa: E402
-from dva.diffusion import ddim_generate  # noqa: E402
-from dva.diffusion.inversion import InversionConfig, invert  # noqa: E402
-from dva.face.config import load_face_config  # noqa: E402
-from dva.face.crop_video import align_video  # noqa: E402
-from dva.face.landmarker import build_landmarker  # noqa: E402
-from dva.face.warp import iter_crops  # noqa: E402
-from dva.metrics import psnr, ssim  # noqa: E402
-from dva.models.checkpoint import load_model  # noqa: E402
-from dva.models.config import ModelConfig  # noqa: E402
+from dva.evaluation.config import load_eval_config  # noqa: E402
+from dva.evaluation.job import run_reconstruction  # noqa: E402
+from dva.evaluation.results import read_summary  # noqa: E402
 from dva.samples import make_sample_clip  # noqa: E402
-from dva.video import iter_frames  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CASES = ("ddim:10,ddim:20,ddim:50,ddim:100,fixed_point:10:2,fixed_point:20:1,fixed_point:20:2,"
-                 "fixed_point:20:3")
-PEOPLE = ("astronaut", "grace_hopper")
+DEFAULT_GRIDS = ("ddim=10,20,50,100", "fixed_point:2=10,20")
+SOURCE, TARGET = "astronaut", "grace_hopper"
+DDIM_100_FIRST_EDIT = 2 * 100 - 1
+COLUMNS = ("method", "N", "PSNR", "SSIM", "rel_x0_err", "inv_calls", "dec_calls", "first_edit_%", "further_%",
+           "s/frame", "id_cos_target", "id_cos_source", "TL-ID", "TG-ID")
 
 
-def parse_case(text: str) -> tuple[InversionConfig, int]:
-    method, n, *iterations = text.split(":")
-    cfg = InversionConfig(method, int(iterations[0]) if iterations else InversionConfig.iterations)
-    cfg.validate("--cases ")
-    return cfg, int(n)
+def grid_overrides(grid: str) -> list[str]:
+    """`METHODS=STEPS` (e.g. `ddim,fixed_point:2=10,20`) as eval config overrides."""
+    methods, _, steps = grid.partition("=")
+    if not steps:
+        raise SystemExit(f"--grid {grid!r}: expected METHODS=STEPS, e.g. fixed_point:2=10,20")
+    return [f"methods=[{methods}]", f"steps=[{steps}]"]
 
 
-def sample_crops(person: str, frames: int, folder: Path, seed: int) -> torch.Tensor:
-    """The first `frames` 64-px aligned crops of the demo's sample clip of `person`."""
-    clip = make_sample_clip(folder / f"{person}.mp4", person, frames=frames, size=(384, 288), blinks=True, seed=seed)
-    face = load_face_config("dlib", ["align.crop_size=64"])
-    track = align_video(clip, build_landmarker(face), face)
-    return crops_to_tensor(np.stack(list(itertools.islice(iter_crops(iter_frames(clip), track.quads, 64), frames))))
-
-
-def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.cosine_similarity(a, b[None].expand_as(a), dim=1)
+def table_rows(summary: dict) -> list[list[str]]:
+    """One printed row per (method, N) of an evaluation summary."""
+    rows = []
+    for method, table in summary["by_method"].items():
+        for n, e in sorted(table.items(), key=lambda item: int(item[0])):
+            first, further = e["inversion_calls"] + e["decode_calls"], e["decode_calls"]
+            rows.append([method, n, f"{e['psnr']:.2f}", f"{e['ssim']:.4f}", f"{e['rel_x0_error']:.4f}",
+                         str(e["inversion_calls"]), str(e["decode_calls"]), f"{100 * first / DDIM_100_FIRST_EDIT:.1f}",
+                         f"{100 * further / DDIM_100_FIRST_EDIT:.1f}", f"{e['seconds_per_frame']:.2f}",
+                         *(f"{e[k]:.3f}" for k in ("id_cos_target", "id_cos_source", "tl_id", "tg_id"))])
+    return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, default=4, help="crops per sample person")
-    ap.add_argument("--cases", default=DEFAULT_CASES, help="comma-separated method:N[:iterations]")
+    ap.add_argument("--frames", type=int, default=4, help="crops of the source clip evaluated (and target frames)")
+    ap.add_argument("--grid", action="append", help=f"METHODS=STEPS, repeatable (default {' '.join(DEFAULT_GRIDS)})")
     ap.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "demo64.safetensors"))
     args = ap.parse_args()
-    cases = [parse_case(c) for c in args.cases.split(",")]
-    torch.manual_seed(0)
-    model = load_model(load_config(ModelConfig, "demo64", [f"checkpoint={args.checkpoint}"], group="model"))
+    print(f"# python {' '.join(sys.argv)}")
+    print(f"# source {SOURCE}, identity target {TARGET}, {args.frames} frames; torch threads {torch.get_num_threads()}")
+    print(" | ".join(COLUMNS), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        crops = {p: sample_crops(p, args.frames, Path(tmp), seed) for seed, p in enumerate(PEOPLE)}
-    with torch.no_grad():
-        z_id = {p: model.encode_identity(x) for p, x in crops.items()}
-        z_lnd = {p: model.encode_landmarks(x) for p, x in crops.items()}
-        mean_id = {p: z.mean(0) for p, z in z_id.items()}
-        own = {p: model.face_code(mean_id[p][None], z_lnd[p]) for p in PEOPLE}
-        swapped = {p: model.face_code(mean_id[q][None], z_lnd[p]) for p, q in zip(PEOPLE, PEOPLE[::-1])}
-
-    header = ("method", "N", "PSNR", "SSIM", "rel_x0_err", "inv_calls", "dec_calls", "first_edit_%", "further_%",
-              "cpu_s/frame", "id_cos_target", "id_cos_source")
-    print(f"# {' '.join(sys.argv)}  ({args.frames} frames per person, {', '.join(PEOPLE)}; torch threads "
-          f"{torch.get_num_threads()})")
-    print(" | ".join(header))
-    for cfg, n in cases:
-        scores = {k: [] for k in ("psnr", "ssim", "err", "target", "source")}
-        cpu = 0.0
-        for source, target in zip(PEOPLE, PEOPLE[::-1]):
-            x0 = crops[source]
-            began = time.process_time()
-            x_T = invert(cfg, model, x0, own[source], n)
-            out = ddim_generate(model, x_T, own[source], n)
-            cpu += time.process_time() - began
-            edited = ddim_generate(model, x_T, swapped[source], n)
-            a, b = (x0 + 1) / 2, (out + 1) / 2
-            scores["psnr"].append(psnr(a, b))
-            scores["ssim"].append(ssim(a, b))
-            scores["err"].append(((out - x0).flatten(1).norm(dim=1) / x0.flatten(1).norm(dim=1)))
-            identity = model.encode_identity(edited)
-            scores["target"].append(cosine(identity, mean_id[target]))
-            scores["source"].append(cosine(identity, mean_id[source]))
-        means = {k: torch.cat(v).mean().item() for k, v in scores.items()}
-        inv = cfg.inversion_calls(n)
-        frames = sum(len(x) for x in crops.values())
-        print(" | ".join([cfg.label, str(n), f"{means['psnr']:.2f}", f"{means['ssim']:.4f}", f"{means['err']:.4f}",
-                          str(inv), str(n), f"{100 * (inv + n) / 199:.1f}", f"{100 * n / 199:.1f}",
-                          f"{cpu / frames:.2f}", f"{means['target']:.3f}", f"{means['source']:.3f}"]), flush=True)
+        clips = {person: make_sample_clip(Path(tmp) / f"{person}.mp4", person, frames=args.frames, size=(384, 288),
+                                          blinks=True, seed=seed) for seed, person in enumerate((SOURCE, TARGET))}
+        for k, grid in enumerate(args.grid or DEFAULT_GRIDS):
+            cfg = load_eval_config("local_tiny", [
+                "model_preset=demo64", f"model.checkpoint={args.checkpoint}", "face.align.crop_size=64",
+                f"input={clips[SOURCE]}", f"output={tmp}/eval{k}", f"identity_target={clips[TARGET]}",
+                f"max_frames={args.frames}", "fail_fast=true", *grid_overrides(grid)])
+            for row in table_rows(read_summary(run_reconstruction(cfg))):
+                print(" | ".join(row), flush=True)
 
 
 if __name__ == "__main__":

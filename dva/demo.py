@@ -11,10 +11,7 @@ time first (the edits are then weaker: a few minutes of CPU training barely teac
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
-import sys
 import time
 from pathlib import Path
 
@@ -30,6 +27,7 @@ from dva.models.autoencoder import DiffusionVideoAutoencoder
 from dva.models.checkpoint import save_checkpoint
 from dva.models.config import ModelConfig
 from dva.pipeline.config import EditJobConfig
+from dva.runtime.cli import command_parser, exit_process, run_command
 from dva.runtime.config import load_job_config
 from dva.pipeline.edit_job import print_summary, run_edit_job
 from dva.crops import crops_to_tensor
@@ -127,7 +125,7 @@ def run_demo(out: Path, checkpoint: Path | None, train_seconds: float) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dva.demo", description=__doc__.splitlines()[0])
+    parser = command_parser("python -m dva.demo", __doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command")
     train = sub.add_parser("train", help="(re)make the demo checkpoint")
     train.add_argument("--steps", type=int, default=800)
@@ -137,14 +135,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, default=SHIPPED_CHECKPOINT)
     parser.add_argument("--train-seconds", type=float, default=240.0,
                         help="training budget when no demo checkpoint exists")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[dva] %(message)s")
-    if args.command == "train":
-        path = train_demo_model(list(make_samples(args.samples).values()), args.out, steps=args.steps)
-        print(f"[demo] wrote {path}")
-        return 0
-    return run_demo(args.out, args.checkpoint, args.train_seconds)
+
+    def run(args) -> int:
+        if args.command == "train":
+            path = train_demo_model(list(make_samples(args.samples).values()), args.out, steps=args.steps)
+            print(f"[demo] wrote {path}")
+            return 0
+        return run_demo(args.out, args.checkpoint, args.train_seconds)
+
+    return run_command(parser, argv, run)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main)

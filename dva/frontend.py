@@ -5,8 +5,9 @@ It is stage A of the edit job and the encoder of preprocessing and evaluation.
 A video is decoded three times and never held whole: pass 1 keeps landmarks only (smoothing needs the whole track),
 pass 2 keeps one z_id and z_lnd per frame (the mean z_id is needed before any inversion), pass 3 crops again and
 emits chunks of `chunk_frames` consecutive crops. When the video's latents are stored for this model and N, all
-three passes are skipped and the chunks carry no crops: stage B loads x_T instead. Between passes 2 and 3 the edits
-are resolved (`dva.pipeline.edit_resolution`); a clip edit decodes the few frames it optimises on once more.
+three passes are skipped and the chunks carry no crops: stage B loads x_T instead. Between passes 2 and 3 the
+caller's `resolve_edits` turns the video's edit specs into z_id (the edit job passes its own; a clip edit decodes
+the few frames it optimises on once more).
 """
 
 from __future__ import annotations
@@ -39,8 +40,7 @@ class VideoTask:
     source: str = ""  # `dva.storage.file_stamp` of the video when the job started: stored latents must match it
 
 
-# (task, mean z_id [D], face track) → the z_id to decode with for each of `task.edits`, [K, D]; the edit job's is
-# `dva.pipeline.edit_resolution.EditResolver`.
+# (task, mean z_id [D], face track) → the z_id to decode with for each of `task.edits`, [K, D]; built by the job.
 # The track lets an edit that needs pixels (CLIP) crop the frames it wants again.
 ResolveEdits = Callable[[VideoTask, np.ndarray, AlignedTrack], np.ndarray]
 

@@ -3,9 +3,10 @@
 Weight files named in config are resolved with `local_path`: a local path is checked and returned; a remote URI is
 fetched once into a local cache (keyed by URI, optionally checked against a SHA-256) and the cached path returned.
 
-The batch job reads and writes through `list_files`, `exists`, `open_file`, `read_many` and `atomic_output`: an
-output appears at its final key whole or not at all (it is written to `<folder>/.partial/<uuid>` first, then
-renamed or copied), and listings skip hidden names, `.partial/` included. `output_key` turns an input's path into a key that
+The package reads and writes only through this module (`list_files`, `exists`, `size`, `is_folder`, `open_file`,
+`read_many`, `atomic_output`): every output appears at its final key whole or not at all (`atomic_output`: a local
+file is renamed over it from `<folder>/.partial/<uuid>`, an object is uploaded in one PUT or multipart upload), and
+listings skip hidden names, `.partial/` included. `output_key` turns an input's path into a key that
 cannot leave the output prefix; `redact` strips credentials from anything logged or recorded. Failures surface as
 one StorageError that names the location (credentials removed) and what to check.
 """
@@ -18,7 +19,6 @@ import hashlib
 import os
 import posixpath
 import re
-import shutil
 import tempfile
 import time
 import unicodedata
@@ -106,15 +106,13 @@ def content_digest(uri: str | Path) -> str:
     for each (location, `file_stamp`), so a file replaced at the same location gets a new digest and an unchanged one
     is not read again. An object store's object is identified by its size and ETag instead, which its server derives
     from the bytes: the driver of a job never downloads a checkpoint only to hash it."""
-    fs, path = _fs(uri)
-    with _reporting(uri, "check"):
-        fs.invalidate_cache(path)
-        is_folder = fs.isdir(path)
-        info = None if is_folder else fs.info(path)
-    if is_folder:
+    if is_folder(uri):
         files = list_files(uri)
         parts = [f"{f[len(str(uri).rstrip('/')):]}={content_digest(f)}" for f in files]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    fs, path = _fs(uri)
+    with _reporting(uri, "check"):
+        info = fs.info(path)
     etag = (info.get("ETag") or info.get("etag")) if is_remote(str(uri)) else None
     if etag:
         return f"etag:{info.get('size')}-{str(etag).strip(chr(34))}"
@@ -159,19 +157,15 @@ def local_path(uri: str | Path | None, *, config_key: str, sha256: str | None = 
             raise MissingWeightsError(uri, config_key)
         if not _FETCH_ALLOWED.get():
             raise NotFetched(uri, config_key, fs.size(remote))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".partial-")
-        os.close(fd)
-        fs.get_file(remote, tmp)
+        with atomic_output(target) as tmp:
+            fs.get_file(remote, str(tmp))
+            if sha256 and sha256_of(tmp) != sha256.lower():
+                raise MissingWeightsError(uri, config_key, f"SHA-256 differs from the configured {sha256}")
     except (MissingWeightsError, NotFetched):
         raise
     except Exception as err:  # network, credentials, bucket: all surface as one clear error
         raise MissingWeightsError(uri, config_key, f"cannot be fetched ({type(err).__name__}: "
                                                    f"{_redact_for(uri, err)})") from None
-    if sha256 and sha256_of(tmp) != sha256.lower():
-        os.unlink(tmp)
-        raise MissingWeightsError(uri, config_key, f"SHA-256 differs from the configured {sha256}")
-    shutil.move(tmp, target)
     return target
 
 
@@ -271,6 +265,14 @@ def exists(uri: str | Path) -> bool:
         return fs.exists(path)
 
 
+def is_folder(uri: str | Path) -> bool:
+    """Whether `uri` is a folder (on an object store: a prefix with keys below it)."""
+    fs, path = _fs(uri)
+    with _reporting(uri, "check"):
+        fs.invalidate_cache(path)
+        return fs.isdir(path)
+
+
 def size(uri: str | Path) -> int:
     """Bytes of the file or object at `uri` (StorageError when it is absent or unreachable)."""
     fs, path = _fs(uri)
@@ -336,18 +338,20 @@ def _local_partial(folder: str, suffix: str) -> Path:
 def atomic_output(uri: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a local file path to write; when the block ends without error its content becomes `uri` at once.
 
-    Local targets: the file lives in `<folder>/.partial/` and is renamed over `uri` (os.replace). Remote targets:
-    the file is local, uploaded to `<folder>/.partial/<uuid>`, copied to `uri`, and the temporary key deleted. On
-    any error nothing is left at `uri` (an earlier version stays as it was) and temporaries are removed. The local
-    file keeps the target's extension (or `suffix`), for writers that pick a format from it.
+    This is the one way dva writes an output. Local targets: the file lives in `<folder>/.partial/` (same file
+    system) and is renamed over `uri` (os.replace). Remote targets: the file lives in the local temporary folder and
+    is uploaded straight to `uri`; an object store shows an object only once its PUT (or multipart upload) is
+    complete, so readers see the old object or the whole new one. On any error nothing is written to `uri` (an
+    earlier version stays as it was) and the temporary file is removed. Each call has its own temporary file, so
+    concurrent writers of one `uri` never share one; the last to commit wins. The local file keeps the target's
+    extension (or `suffix`), for writers that pick a format from it.
     """
     fs, path = _fs(uri)
     suffix = posixpath.splitext(path)[1] if suffix is None else suffix
-    folder = posixpath.dirname(path.rstrip("/"))
     local = _is_local(fs)
     with _reporting(uri, "write"):
         if local:
-            tmp = _local_partial(folder, suffix)
+            tmp = _local_partial(posixpath.dirname(path.rstrip("/")), suffix)
         else:
             fd, name = tempfile.mkstemp(prefix="dva-", suffix=suffix)
             os.close(fd)
@@ -358,13 +362,7 @@ def atomic_output(uri: str | Path, suffix: str | None = None) -> Iterator[Path]:
             if local:
                 os.replace(tmp, path)
             else:
-                partial = f"{folder}/{PARTIAL_DIR}/{uuid.uuid4().hex}{suffix}"
-                try:
-                    fs.put_file(str(tmp), partial)
-                    fs.copy(partial, path)
-                finally:
-                    with contextlib.suppress(Exception):
-                        fs.rm(partial)
+                fs.put_file(str(tmp), path)
                 fs.invalidate_cache(path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -374,7 +372,7 @@ def atomic_output(uri: str | Path, suffix: str | None = None) -> Iterator[Path]:
 
 
 def write_bytes_atomic(uri: str | Path, data: bytes) -> None:
-    """Write `data` to `uri` so that readers see either the old content or all of the new (see `atomic_output`)."""
+    """Write `data` to `uri` through `atomic_output`: readers see either the old content or all of the new."""
     with atomic_output(uri) as tmp:
         tmp.write_bytes(data)
 
@@ -405,9 +403,10 @@ def _modified(info: dict) -> float | None:
 
 
 def sweep_partials(prefix: str | Path, older_than_s: float) -> int:
-    """Delete the temporaries that killed writers left under `prefix` (files in `.partial/` folders) once they are
-    older than `older_than_s`; return how many. Younger ones may belong to a writer still at work (another job on
-    the same output), so keep the age well above the longest write."""
+    """Delete the temporaries that killed writers left under `prefix` (files in `.partial/` folders: local writes,
+    and uploads of dva versions that staged objects there) once they are older than `older_than_s`; return how many.
+    Younger ones may belong to a writer still at work (another job on the same output), so keep the age well above
+    the longest write."""
     fs, root = _fs(prefix)
     with _reporting(prefix, "list"):
         fs.invalidate_cache(root)

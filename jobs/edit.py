@@ -5,7 +5,7 @@
 
 import sys
 
-from dva.cli import main
+from dva.cli import entry
 
 if __name__ == "__main__":
-    sys.exit(main(["edit", *sys.argv[1:]]))
+    entry(["edit", *sys.argv[1:]])

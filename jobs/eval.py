@@ -5,7 +5,7 @@
 
 import sys
 
-from dva.cli import main
+from dva.cli import entry
 
 if __name__ == "__main__":
-    sys.exit(main(["eval", *sys.argv[1:]]))
+    entry(["eval", *sys.argv[1:]])

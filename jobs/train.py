@@ -5,7 +5,7 @@
 
 import sys
 
-from dva.cli import main
+from dva.cli import entry
 
 if __name__ == "__main__":
-    sys.exit(main(["train", *sys.argv[1:]]))
+    entry(["train", *sys.argv[1:]])

@@ -6,7 +6,7 @@
 
 import sys
 
-from dva.cli import main
+from dva.cli import entry
 
 if __name__ == "__main__":
-    sys.exit(main(["train-classifier", *sys.argv[1:]]))
+    entry(["train-classifier", *sys.argv[1:]])

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
 from pathlib import Path
 from typing import Any
 
-import fsspec
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
@@ -22,7 +20,7 @@ from safetensors.torch import save as save_safetensors
 
 from dva.errors import ConfigError, DvaError, StorageError
 from dva.models.config import EncoderConfig, ModelConfig
-from dva.storage import is_remote, local_path, open_file, sha256_of
+from dva.storage import is_folder, local_path, open_file, sha256_of, write_bytes_atomic
 
 
 def l2norm(z: torch.Tensor) -> torch.Tensor:
@@ -53,12 +51,9 @@ def identity_encoder_id(source: Any, config_key: str = "model.identity_encoder")
 
 
 def _is_folder(uri: str) -> bool:
-    if not is_remote(uri):
-        return Path(uri.removeprefix("file://")).expanduser().is_dir()
     try:
-        fs, path = fsspec.core.url_to_fs(uri)
-        return fs.isdir(path)
-    except Exception:  # unreachable: let local_path report it with the config key
+        return is_folder(uri)
+    except StorageError:  # unreachable: let local_path report it with the config key
         return False
 
 
@@ -76,23 +71,11 @@ def check_dim(z: torch.Tensor, dim: int, what: str) -> None:
 
 
 def write_artifact(uri: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
-    """Write one safetensors file to a local path (atomically) or an object-store URI; return the URI."""
+    """Write one safetensors file to a local path or object-store URI (through `atomic_output`); return the URI."""
     data = save_safetensors({k: v.detach().float().contiguous().cpu() for k, v in tensors.items()},
                             metadata=metadata)
-    uri = str(uri)
-    try:
-        if is_remote(uri):
-            with open_file(uri, "wb") as f:
-                f.write(data)
-        else:
-            path = Path(uri.removeprefix("file://")).expanduser()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.partial")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-    except OSError as err:
-        raise StorageError(f"cannot write {uri}: {err}") from None
-    return uri
+    write_bytes_atomic(uri, data)
+    return str(uri)
 
 
 def read_artifact(uri: str | Path, fmt: str, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -8,7 +8,7 @@ attribute's held-out accuracy. The edit moves ẑ along each attribute's unit we
 
 Training data: CelebA / CelebAMask-HQ attribute annotations (`parse_celeba_attributes`) and z_id of the images
 (`embed_images`, given the identity encoder and, for unaligned photos, an aligner); `dva train-classifier`
-(classifier_job.py) runs the whole chain.
+(`dva.train.classifier_job`) runs the whole chain.
 """
 
 from __future__ import annotations

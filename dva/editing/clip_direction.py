@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-import fsspec
 import torch
 from torch import nn
 
@@ -46,7 +45,7 @@ from dva.editing.direction import FORMAT as DIRECTION_FORMAT
 from dva.editing.direction import EditDirection
 from dva.errors import ConfigError, DvaError, MissingWeightsError
 from dva.precision import Precision, autocast_dtype, check_precision
-from dva.storage import local_path
+from dva.storage import exists, local_path
 
 # The precisions of a CLIP optimisation: fp16 autocast would need a gradient scaler, and `auto` would give a
 # cached direction (whose key holds the settings) a precision that depends on the device it was made on.
@@ -306,8 +305,7 @@ def optimise_clip_direction(
     uri = None
     if cfg.output_prefix:
         uri = f"{cfg.output_prefix.rstrip('/')}/clip-{_slug(target)}-{key[:16]}.safetensors"
-        fs, path = fsspec.core.url_to_fs(uri)
-        if fs.exists(path):
+        if exists(uri):
             return ClipEditResult(EditDirection.load(uri), uri, from_cache=True)
     if clip is None:
         clip = load_clip(cfg.clip, cfg.templates, device)

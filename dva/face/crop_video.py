@@ -7,7 +7,6 @@ when everything succeeded, so a failed video leaves nothing in the output folder
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -15,7 +14,7 @@ from tqdm import tqdm
 
 from dva.errors import VideoError
 from dva.face.align import track_quads
-from dva.face.config import FaceConfig, load_face_config
+from dva.face.config import FaceConfig
 from dva.face.landmarker import FaceLandmarker, build_landmarker
 from dva.face.record import AlignedTrack
 from dva.face.track import track_faces
@@ -68,17 +67,3 @@ def crop_video(
             if writer.frames_written != len(record):
                 raise VideoError(f"{in_uri}: pass 2 decoded {writer.frames_written} frames, pass 1 {len(record)}")
     return CropOutputs(video_uri, track_uri, len(record), record.detected_fraction)
-
-
-def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="dva face-crop", description=__doc__.splitlines()[0])
-    parser.add_argument("input", help="video path or URI (s3://...)")
-    parser.add_argument("out_dir", help="folder or URI prefix for <stem>.crop.mp4 and <stem>.track.npz")
-    parser.add_argument("--config", default="dlib", help="preset name in configs/face/ or a YAML path")
-    parser.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. align.sigma_axes=2")
-    args = parser.parse_intermixed_args(argv)  # allows --config between IN OUT and the overrides
-    cfg = load_face_config(args.config, args.overrides)
-    result = crop_video(args.input, args.out_dir, cfg)
-    print(f"{result.video}\n{result.track}\n{result.num_frames} frames, face detected in "
-          f"{result.detected_fraction:.0%}")
-    return 0

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from dva.errors import StorageError
-from dva.face.track import FrameStatus
+from dva.face.track import FrameStatus, seen_frames
 from dva.face.warp import to_crop_coords
 from dva.storage import atomic_output, open_file
 
@@ -39,8 +39,7 @@ class AlignedTrack:
     def face_frames(self) -> range:
         """The frames from the first to the last detection. The HELD frames outside it show no tracked face: they
         are neither encoded into the mean z_id nor inverted, and stage C copies them unchanged."""
-        seen = np.flatnonzero(self.status != FrameStatus.HELD)
-        return range(int(seen[0]), int(seen[-1]) + 1) if seen.size else range(0)
+        return seen_frames(self.status)
 
     def crop_points(self, index: int) -> np.ndarray:
         """Frame `index`'s landmarks in its crop's coordinates (for the hull mask)."""

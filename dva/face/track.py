@@ -47,6 +47,12 @@ class FaceTrack:
         return len(self.status)
 
 
+def seen_frames(status: np.ndarray) -> range:
+    """The frames from a track's first to its last detection (outside them the track's frames are HELD)."""
+    seen = np.flatnonzero(status != FrameStatus.HELD)
+    return range(int(seen[0]), int(seen[-1]) + 1) if seen.size else range(0)
+
+
 def choose_face(
     faces: Sequence[DetectedFace], previous: DetectedFace | None, frames_since: int, cfg: TrackConfig
 ) -> DetectedFace | None:

@@ -1,6 +1,7 @@
 """Evaluation metrics (SPEC §4): per-image reconstruction quality and temporal consistency of edited videos.
 
-Pure functions over tensors; Ray stages and jobs call them unchanged.
+Pure functions over tensors; Ray stages and jobs call them unchanged. `paper` holds the published numbers that
+`dva eval` and `dva report` show ours next to.
 """
 
 from dva.metrics.image import (

@@ -1,4 +1,4 @@
-"""Fused GroupNorm chains for inference: float32 statistics → normalise → affine → (1+scale)·h + shift → SiLU.
+"""The UNet's GroupNorm chains (`GroupNorm32`), eager or fused for inference: float32 statistics → normalise → affine → (1+scale)·h + shift → SiLU.
 
 The UNet's normalisation chains (SPEC §1.2) are, per ResBlock, GN→SiLU (in_layers), GN→time modulation→SiLU and
 GN→z_face modulation→SiLU (out_layers); then the attention block's GN alone and the output's GN→SiLU. Eagerly a
@@ -19,6 +19,7 @@ import os
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dva.errors import ConfigError, DvaError
@@ -56,12 +57,35 @@ def group_norm_chain(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, 
     return _group_norm_chain_op(x, weight, bias, modulation, num_groups, eps, silu)
 
 
+def _modulate(h: torch.Tensor, projected: torch.Tensor) -> torch.Tensor:
+    scale, shift = projected[..., None, None].chunk(2, dim=1)
+    return h * (1 + scale) + shift
+
+
+class GroupNorm32(nn.GroupNorm):
+    """GroupNorm computed in float32 whatever the input dtype: bf16/fp16 statistics are too coarse.
+
+    `chain` is the whole normalisation chain of the UNet: norm → optional (1+scale)·h + shift → optional SiLU,
+    eager by default or fused (`fused`, set by `use_fused_norms`)."""
+
+    fused = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.chain(x)
+
+    def chain(self, x: torch.Tensor, modulation: torch.Tensor | None = None, silu: bool = False) -> torch.Tensor:
+        if self.fused:
+            return group_norm_chain(x, self.weight, self.bias, modulation, self.num_groups, self.eps, silu)
+        h = F.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps).to(x.dtype)
+        if modulation is not None:
+            h = _modulate(h, modulation)
+        return F.silu(h) if silu else h
+
+
 def use_fused_norms(module: nn.Module, device: torch.device | str, enabled: bool = True) -> nn.Module:
     """Route every GroupNorm chain of `module` through the fused kernels (or back to eager); returns `module`.
 
     Checks up front that the kernels can run on `device`: CUDA, or the CPU under TRITON_INTERPRET=1 (tests)."""
-    from dva.models.unet import GroupNorm32
-
     if enabled:
         device = torch.device(device)
         if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":

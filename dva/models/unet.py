@@ -13,29 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dva.errors import ConfigError
-from dva.models import fused_norm
+from dva.models.fused_norm import GroupNorm32
 from dva.models.config import ModelConfig, UNetConfig
-
-
-class GroupNorm32(nn.GroupNorm):
-    """GroupNorm computed in float32 whatever the input dtype: bf16/fp16 statistics are too coarse.
-
-    `chain` is the whole normalisation chain of the UNet: norm → optional (1+scale)·h + shift → optional SiLU,
-    eager by default or fused (`fused`, set by `dva.models.fused_norm.use_fused_norms`)."""
-
-    fused = False
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.chain(x)
-
-    def chain(self, x: torch.Tensor, modulation: torch.Tensor | None = None, silu: bool = False) -> torch.Tensor:
-        if self.fused:
-            return fused_norm.group_norm_chain(x, self.weight, self.bias, modulation, self.num_groups, self.eps,
-                                               silu)
-        h = F.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps).to(x.dtype)
-        if modulation is not None:
-            h = _modulate(h, modulation)
-        return F.silu(h) if silu else h
 
 
 def normalization(channels: int) -> GroupNorm32:
@@ -73,11 +52,6 @@ class TimeEmbedding(nn.Module):
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         return self.time_embed(timestep_embedding(t, self.model_channels))
-
-
-def _modulate(h: torch.Tensor, projected: torch.Tensor) -> torch.Tensor:
-    scale, shift = projected[..., None, None].chunk(2, dim=1)
-    return h * (1 + scale) + shift
 
 
 class ResBlock(nn.Module):

@@ -13,7 +13,6 @@ row, so a rerun skips exactly the pairs that finished; nothing partial is ever v
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections import defaultdict
 from typing import Callable, Optional, Sequence
@@ -27,6 +26,7 @@ from dva.pipeline.edit_resolution import (check_clip_weights, direction_record_u
 from dva.frontend import VideoTask
 from dva.runtime.inputs import VideoInput, discover_inputs
 from dva.latents import LatentKey, LatentStore
+from dva.runtime.cli import command_parser, run_command
 from dva.runtime.cluster import actor_pool, init_ray, limit_threads
 from dva.runtime.manifest import JobSummary, ResultRow, completed, edit_id, write_result, write_summary
 from dva.storage import (check_weight_files, file_stamp, join, redact, remove_empty_folder, remove_prefix,
@@ -367,26 +367,21 @@ def job_config_from_arguments(config: str, arguments: Sequence[str]) -> EditJobC
 
 def main(argv: Optional[list[str]] = None, encode_only: bool = False) -> int:
     """`dva edit [--config NAME|YAML] key=value ...` — also the `ray job submit` entrypoint (jobs/edit.py)."""
-    import argparse
+    parser = command_parser(
+        "dva encode" if encode_only else "dva edit",
+        "Encode a dataset of face videos (mean z_id, z_lnd, quads, x_T per video) on Ray." if encode_only
+        else "Edit a dataset of face videos on Ray.",
+        config="local_tiny", group="edit", example="input=s3://b/in output=s3://b/out; edit=SPEC (repeatable) adds "
+        "an edit spec, e.g. edit=classifier:Smiling:1.5")
 
-    name = "dva encode" if encode_only else "dva edit"
-    what = ("Encode a dataset of face videos (mean z_id, z_lnd, quads, x_T per video) on Ray." if encode_only
-            else "Edit a dataset of face videos on Ray.")
-    parser = argparse.ArgumentParser(prog=name, description=what)
-    parser.add_argument("--config", default="local_tiny", help="preset in configs/edit/ or a YAML path")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. input=s3://b/in output=s3://b/out; "
-                        "edit=SPEC (repeatable) adds an edit spec, e.g. edit=classifier:Smiling:1.5")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[dva] %(message)s")
-    overrides = [*args.overrides, *ENCODE_OVERRIDES] if encode_only else args.overrides
-    try:
-        cfg = job_config_from_arguments(args.config, overrides)
+    def run(args) -> int:
+        cfg = job_config_from_arguments(args.config, [*args.overrides, *ENCODE_OVERRIDES] if encode_only
+                                        else args.overrides)
         summary = run_edit_job(cfg)
-    except DvaError as err:
-        print(f"{name}: error: {redact(err)}", file=sys.stderr)
-        return 2
-    print_summary(summary, cfg.output)
-    return summary.exit_code
+        print_summary(summary, cfg.output)
+        return summary.exit_code
+
+    return run_command(parser, argv, run)
 
 
 def encode_main(argv: Optional[list[str]] = None) -> int:

@@ -160,7 +160,7 @@ def safetensors_header(uri: str, key: str) -> tuple[dict[str, tuple[int, ...]], 
 
 
 def check_output(report: Report, key: str, prefix: str) -> bool:
-    """A probe object is written under `prefix` the way jobs write (through `.partial/`), then deleted."""
+    """A probe object is written under `prefix` the way jobs write (`atomic_output`), then deleted."""
     return report.step(key, lambda: _probe_write(prefix))
 
 

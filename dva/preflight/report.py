@@ -7,11 +7,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from dva.errors import DvaError, MissingWeightsError
+from dva.runtime.cli import EXIT_CHECK_FAILED, EXIT_OK
 from dva.storage import NotFetched, redact
-
-EXIT_OK = 0
-EXIT_USAGE = 2  # a bad config, key or command line: nothing was checked
-EXIT_CHECK_FAILED = 3  # the config is valid, but something the job needs is missing or wrong
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 

@@ -8,7 +8,6 @@ evaluation next to the paper's numbers, shaped like its tables. The report is a 
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import posixpath
 import sys
@@ -17,10 +16,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from dva.errors import DvaError
-from dva.evaluation import paper
-from dva.evaluation.results import eval_prefix, read_summary, read_table, summary_uri
+from dva.errors import DvaError, StorageError
 from dva.latents import LatentStore
+from dva.metrics import paper
+from dva.runtime.cli import EXIT_FAILED, EXIT_OK, command_parser, run_command
+from dva.runtime.eval_results import eval_prefix, read_summary, read_table, summary_uri
 from dva.runtime.manifest import read_manifest
 from dva.report import html
 from dva.report.media import ReportFolder, stills
@@ -64,22 +64,33 @@ def _temporal_section(summary: Optional[dict]) -> str:
             f'<p class="note">{note}</p>')
 
 
+def method_tables(summary: dict) -> list[tuple[str, str, dict]]:
+    """(method label, N, means) of a reconstruction summary, by method then N; a summary written before methods
+    could be compared holds one method's `by_steps`."""
+    by_method = summary.get("by_method") or {summary.get("inversion", "ddim"): summary["by_steps"]}
+    return [(label, steps, means) for label, table in by_method.items()
+            for steps, means in sorted(table.items(), key=lambda item: int(item[0]))]
+
+
 def _reconstruction_section(summary: Optional[dict]) -> str:
     rows, classes = [], []
     for (method, steps), values in paper.RECONSTRUCTION.items():
         rows.append([html.esc(f"{method} (paper)"), "—" if steps is None else str(steps),
                      *(html.number(values[k], ".4f" if k == "mse" else ".3f") for k in paper.RECONSTRUCTION_METRICS),
-                     "—", "—", "—"])
+                     *["—"] * 7])
         classes.append("paper")
     if summary is None:
         note = ("Not evaluated for this run: <code>dva eval mode=reconstruction input=VIDEOS output=OUT "
                 "model.checkpoint=…</code> adds our numbers.")
     else:
-        for steps, means in sorted(summary["by_steps"].items(), key=lambda item: int(item[0])):
-            rows.append([html.esc(f"ours ({summary.get('inversion', 'ddim')} inversion)"), steps,
+        for label, steps, means in method_tables(summary):
+            rows.append([html.esc(f"ours ({label} inversion)"), steps,
                          html.number(means.get("ssim_zero_padded")), html.number(means["ms_ssim"]),
                          html.number(means["lpips"]), html.number(means["mse"], ".4f"),
-                         html.number(means["psnr"], ".2f"), html.number(means["ssim"]), str(means["frames"])])
+                         html.number(means["psnr"], ".2f"), html.number(means["ssim"]),
+                         html.number(means.get("rel_x0_error"), ".4f"), html.number(means.get("inversion_calls"), "d"),
+                         html.number(means.get("decode_calls"), "d"), html.number(means.get("seconds_per_frame"), ".2f"),
+                         str(means["frames"])])
             classes.append("ours")
         model = summary["model"]
         lpips = summary.get("lpips_skipped")
@@ -87,10 +98,31 @@ def _reconstruction_section(summary: Optional[dict]) -> str:
         note = (f"Ours: model <code>{html.esc(model['name'])}</code> at {model['image_size']} px. SSIM as the "
                 "authors' evaluation computes it (window zero-padded at the border, like the paper's numbers); "
                 "SSIM valid: only where the whole window fits (Wang et al.). MS-SSIM over "
-                f"{summary['ms_ssim_scales']} scale(s) (the paper: 5 at 256 px); MSE {trend} as N grows."
+                f"{summary['ms_ssim_scales']} scale(s) (the paper: 5 at 256 px); MSE {trend} as N grows. "
+                "Rel. x0 error: ‖x̂0 − x0‖/‖x0‖. UNet calls per frame: a first edit costs inversion + one decode, a "
+                "further edit one decode; seconds per frame are inversion + one decode."
                 + (f" LPIPS skipped: {html.esc(lpips)}." if lpips else ""))
-    headers = ["Method", "N", "SSIM ↑", "MS-SSIM ↑", "LPIPS ↓", "MSE ↓", "PSNR ↑", "SSIM valid ↑", "Frames"]
+    headers = ["Method", "N", "SSIM ↑", "MS-SSIM ↑", "LPIPS ↓", "MSE ↓", "PSNR ↑", "SSIM valid ↑", "Rel. x0 error ↓",
+               "Inversion calls", "Decode calls", "s / frame", "Frames"]
     return (f"<h3>Reconstruction</h3>{html.table(headers, rows, classes)}"
+            f'<p class="note">{note}</p>' + _identity_edit_section(summary))
+
+
+def _identity_edit_section(summary: Optional[dict]) -> str:
+    """Per method and N: how far an identity edit decoded from the same x_T moves to its target, and how steady."""
+    edit = (summary or {}).get("identity_edit")
+    if not edit:
+        return ""
+    rows = [[html.esc(label), steps, html.number(means.get("id_cos_target")), html.number(means.get("id_cos_source")),
+             html.number(means.get("tl_id")), html.number(means.get("tg_id")),
+             html.number(means.get("inversion_calls", 0) + means.get("decode_calls", 0), "d")]
+            for label, steps, means in method_tables(summary)]
+    note = (f"Each x_T also decoded with the mean z_id of <code>{html.esc(edit['target'])}</code>; identity network "
+            f"<code>{html.esc(edit['kind'])}</code> on {edit['crop_size']} px crops. A method that reconstructs well "
+            "but ignores the edit shows a lower cosine to the target. TL-ID / TG-ID on the aligned crops against "
+            "the source's (1.0 = as consistent as the source).")
+    headers = ["Inversion", "N", "cos → target ↑", "cos → source", "TL-ID", "TG-ID", "First-edit calls"]
+    return (f"<h3>Identity edit from the same x_T</h3>{html.table(headers, rows, text_columns=[0])}"
             f'<p class="note">{note}</p>')
 
 
@@ -206,20 +238,26 @@ def write_edit_report(output_prefix: str, report_prefix: Optional[str] = None,
 
 def main(argv: Optional[list[str]] = None) -> int:
     """`dva report OUTPUT_PREFIX [--eval SUMMARY ...] [--out REPORT_PREFIX] [--check]`."""
-    parser = argparse.ArgumentParser(prog="dva report", description=__doc__.splitlines()[0])
+    parser = command_parser("dva report", __doc__.splitlines()[0])
     parser.add_argument("output_prefix", help="the edit job's output prefix (local folder or s3://...)")
     parser.add_argument("--eval", action="append", default=None, metavar="SUMMARY",
                         help="a `dva eval` summary.json (or its folder); repeatable; default: OUTPUT/eval/*")
     parser.add_argument("--out", default=None, help="report folder (default OUTPUT/report)")
     parser.add_argument("--check", action="store_true", help="then check that every file the page references exists")
-    args = parser.parse_args(argv)
-    index = write_edit_report(args.output_prefix, args.out, args.eval)
-    print(index)
-    if args.check:
+
+    def run(args) -> int:
+        if not exists(join(args.output_prefix, "manifest")):
+            raise StorageError(f"{args.output_prefix} holds no edit results (no manifest/ under it); pass the "
+                               "`output=` of a `dva edit` run")
+        index = write_edit_report(args.output_prefix, args.out, args.eval)
+        print(index)
+        if not args.check:
+            return EXIT_OK
         from dva.report.check import missing_references
 
         missing = missing_references(index)
         for ref in missing:
             print(f"dva report: missing: {ref}", file=sys.stderr)
-        return 1 if missing else 0
-    return 0
+        return EXIT_FAILED if missing else EXIT_OK
+
+    return run_command(parser, argv, run)

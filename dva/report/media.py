@@ -15,12 +15,11 @@ from typing import Optional
 from urllib.parse import quote
 
 import cv2
-import fsspec
 import numpy as np
 
 from dva.face.record import AlignedTrack
 from dva.face.warp import crop_face
-from dva.storage import atomic_output, is_remote, join, open_file, write_bytes_atomic
+from dva.storage import atomic_output, is_remote, join, open_file, size, write_bytes_atomic
 from dva.video import iter_frames
 
 COPY_LIMIT_BYTES = 64 << 20  # videos up to this size are copied next to an s3-sourced report
@@ -92,8 +91,7 @@ class ReportFolder:
             (store, key), (report_store, report_key) = _bucket_and_key(uri), _bucket_and_key(self.prefix)
             if store == report_store:
                 return quote(posixpath.relpath(key, report_key or "."))
-        fs, path = fsspec.core.url_to_fs(uri)
-        if fs.size(path) > self.copy_limit:
+        if size(uri) > self.copy_limit:
             return uri
         name = f"media/{copy_name}"
         with open_file(uri) as src, atomic_output(join(self.prefix, name)) as tmp:

@@ -1,7 +1,8 @@
 """What dva's jobs share: connecting to (or starting) Ray, actor pools, and the device and threads of an actor or
 of a single-process job.
 
-The edit, encode and preprocessing jobs, the training driver, `dva eval` and `dva train-classifier` use these; Ray is imported only when a job starts.
+The edit, encode and preprocessing jobs, the training driver, `dva eval` and `dva train-classifier` use these; Ray
+is imported only when a job starts.
 """
 
 from __future__ import annotations

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
-import sys
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -25,9 +23,10 @@ import torch
 
 from dva.editing.artifact import identity_encoder_id
 from dva.editing.classifier import AttributeClassifier, Aligner, train_classifier_from_annotations
-from dva.errors import ConfigError, DvaError
+from dva.errors import ConfigError
 from dva.face.config import FaceConfig
 from dva.models.config import ModelConfig
+from dva.runtime.cli import EXIT_OK, command_parser, run_command
 from dva.runtime.config import check_crops_fit_model, load_job_config
 from dva.runtime.cluster import configured_device
 from dva.storage import redact, write_bytes_atomic
@@ -154,25 +153,18 @@ def format_accuracy_table(report: dict) -> str:
 
 def main(argv: Optional[list[str]] = None, preset: str = "local_tiny") -> int:
     """`dva train-classifier [--config NAME|YAML] key=value ...` — also the `ray job submit` entrypoint."""
-    import argparse
+    parser = command_parser("dva train-classifier", __doc__.splitlines()[0], config=preset, group="train_classifier",
+                            example="images=celeba/img annotations=celeba/list_attr_celeba.txt "
+                            "output=out/celeba.safetensors 'attributes=[Smiling,Young]'")
 
-    parser = argparse.ArgumentParser(prog="dva train-classifier", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=preset, help="preset in configs/train_classifier/ or a YAML path")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. images=celeba/img "
-                        "annotations=celeba/list_attr_celeba.txt output=out/celeba.safetensors "
-                        "'attributes=[Smiling,Young]'")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[dva] %(message)s")
-    try:
+    def run(args) -> int:
         cfg = load_train_classifier_config(args.config, args.overrides)
-        clf = train_classifier(cfg)
-    except DvaError as err:
-        print(f"dva train-classifier: error: {redact(err)}", file=sys.stderr)
-        return 2
-    report = accuracy_report(clf, cfg.output)
-    c = report["counts"]
-    print(f"[dva] {c['images']} annotated images: {c['missing']} not found, {c['no_face']} without a face "
-          f"(skipped); {c['train']} for training, {c['heldout']} held out")
-    print(format_accuracy_table(report))
-    print(f"[dva] classifier: {redact(cfg.output)}\n[dva] accuracy: {redact(accuracy_uri(cfg.output))}")
-    return 0
+        report = accuracy_report(train_classifier(cfg), cfg.output)
+        c = report["counts"]
+        print(f"[dva] {c['images']} annotated images: {c['missing']} not found, {c['no_face']} without a face "
+              f"(skipped); {c['train']} for training, {c['heldout']} held out")
+        print(format_accuracy_table(report))
+        print(f"[dva] classifier: {redact(cfg.output)}\n[dva] accuracy: {redact(accuracy_uri(cfg.output))}")
+        return EXIT_OK
+
+    return run_command(parser, argv, run)

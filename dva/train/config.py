@@ -7,21 +7,17 @@ whole is validated before Ray starts, so a typo fails at once.
 
 from __future__ import annotations
 
-import argparse
-import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 from omegaconf import OmegaConf
 
 from dva.config import merge_config, resolve_config_path
-from dva.errors import ConfigError, DvaError
+from dva.errors import ConfigError
 from dva.face.config import FaceConfig
 from dva.models.config import ModelConfig
 from dva.runtime.config import StageConfig, check_crops_fit_model, load_job_config, preset_name
-from dva.storage import redact
 from dva.train.loop import OptimConfig
 
 
@@ -145,19 +141,3 @@ def load_train_config(name_or_path: str | Path, overrides: Sequence[str] = ()) -
     model_preset = preset_name([job_yaml], overrides, "model_preset", TrainJobConfig.model_preset)
     base = OmegaConf.create({"model": OmegaConf.load(resolve_config_path(model_preset, "model"))})
     return merge_config(TrainJobConfig, [base, job_yaml], overrides)
-
-
-def run_job_command(argv: Optional[Sequence[str]], prog: str, doc: str, preset: str, group: str, example: str,
-                    load: Callable[[str, Sequence[str]], Any], run: Callable[[Any], Any]) -> Any:
-    """Parse `--config NAME|YAML` and `key=value` overrides, then `run(load(config, overrides))`; None after
-    printing the error when either raises a DvaError (bad config, unreachable input)."""
-    parser = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
-    parser.add_argument("--config", default=preset, help=f"preset in configs/{group}/ or a YAML path")
-    parser.add_argument("overrides", nargs="*", help=f"key=value overrides, e.g. {example}")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[dva] %(message)s")
-    try:
-        return run(load(args.config, args.overrides))
-    except DvaError as err:
-        print(f"{prog}: error: {redact(err)}", file=sys.stderr)
-        return None

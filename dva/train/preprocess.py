@@ -30,9 +30,10 @@ from dva.runtime.inputs import discover_inputs
 from dva.runtime.manifest import JobSummary, ResultRow, read_manifest, write_result, write_summary
 from dva.frontend import training_masks
 from dva.crops import crops_to_tensor
+from dva.runtime.cli import command_parser, run_command
 from dva.runtime.cluster import actor_pool, init_ray, limit_threads, stage_device
 from dva.storage import atomic_output, canonical_uri, join, list_files, redact
-from dva.train.config import PreprocessJobConfig, load_preprocess_config, run_job_command
+from dva.train.config import PreprocessJobConfig, load_preprocess_config
 from dva.train.shards import (
     SHARDS,
     DatasetInfo,
@@ -151,12 +152,15 @@ def run_preprocess(cfg: PreprocessJobConfig) -> JobSummary:
 
 def main(argv: Optional[list[str]] = None, preset: str = "local_tiny") -> int:
     """`dva preprocess [--config NAME|YAML] key=value ...` — also the `ray job submit` entrypoint."""
-    summary = run_job_command(argv, "dva preprocess", __doc__, preset, "preprocess",
-                              "input=s3://b/raw output=s3://b/data", load_preprocess_config, run_preprocess)
-    if summary is None:
-        return 2
-    print(f"[dva] {summary.ok} ok ({summary.frames} frames), {summary.failed} failed, {summary.skipped} already "
-          f"done in {summary.seconds:.1f} s; manifest: {redact(summary.manifest)}")
-    for line in summary.failures:
-        print(f"[dva]   failed: {line}")
-    return summary.exit_code
+    parser = command_parser("dva preprocess", __doc__.splitlines()[0], config=preset, group="preprocess",
+                            example="input=s3://b/raw output=s3://b/data")
+
+    def run(args) -> int:
+        summary = run_preprocess(load_preprocess_config(args.config, args.overrides))
+        print(f"[dva] {summary.ok} ok ({summary.frames} frames), {summary.failed} failed, {summary.skipped} already "
+              f"done in {summary.seconds:.1f} s; manifest: {redact(summary.manifest)}")
+        for line in summary.failures:
+            print(f"[dva]   failed: {line}")
+        return summary.exit_code
+
+    return run_command(parser, argv, run)

@@ -28,9 +28,10 @@ import torch
 
 from dva.models.checkpoint import load_model
 from dva.precision import autocast_dtype
+from dva.runtime.cli import EXIT_OK, command_parser, run_command
 from dva.runtime.cluster import init_ray, limit_threads
 from dva.storage import canonical_uri, is_remote, redact
-from dva.train.config import TrainJobConfig, load_train_config, run_job_command
+from dva.train.config import TrainJobConfig, load_train_config
 from dva.train.loop import TrainState, create_train_state, train_step
 from dva.train.preview import pick_preview_rows, sample_grid
 from dva.train.sampler import DataPosition, VideoBatchSampler
@@ -209,15 +210,17 @@ def run_training(cfg: TrainJobConfig):
 
 def main(argv: Optional[list[str]] = None, preset: str = "tiny_cpu") -> int:
     """`dva train [--config NAME|YAML] key=value ...` — also the `ray job submit` entrypoint (jobs/train.py)."""
-    result = run_job_command(argv, "dva train", __doc__, preset, "train",
-                             "data.path=s3://b/data storage_path=s3://b/runs name=run1", load_train_config,
-                             run_training)
-    if result is None:
-        return 2
-    if result.checkpoint is None:
-        print("[dva] finished without a checkpoint")
-        return 0
-    where = redact(checkpoint_uri(result.checkpoint))
-    print(f"[dva] step {result.metrics.get('step')}; latest checkpoint: {where}")
-    print(f"[dva] edit with: model.checkpoint={where}/dva.safetensors")
-    return 0
+    parser = command_parser("dva train", __doc__.splitlines()[0], config=preset, group="train",
+                            example="data.path=s3://b/data storage_path=s3://b/runs name=run1")
+
+    def run(args) -> int:
+        result = run_training(load_train_config(args.config, args.overrides))
+        if result.checkpoint is None:
+            print("[dva] finished without a checkpoint")
+            return EXIT_OK
+        where = redact(checkpoint_uri(result.checkpoint))
+        print(f"[dva] step {result.metrics.get('step')}; latest checkpoint: {where}")
+        print(f"[dva] edit with: model.checkpoint={where}/dva.safetensors")
+        return EXIT_OK
+
+    return run_command(parser, argv, run)

@@ -1,4 +1,4 @@
-"""Streaming video decode (PyAV) from local paths or fsspec URIs, one upright RGB frame at a time.
+"""Streaming video decode (PyAV) from local paths or URIs (read through dva.storage), one upright RGB frame at a time.
 
 Frames are never collected: callers get an iterator (or fixed-length chunks) and keep what they need. Rotation
 metadata (the display matrix phones write for portrait video) is applied, so frames come out the way a player
@@ -22,11 +22,10 @@ from fractions import Fraction
 from typing import Iterable, Iterator
 
 import av
-import fsspec
 import numpy as np
 
-from dva.errors import VideoError
-from dva.storage import is_remote, open_file
+from dva.errors import StorageError, VideoError
+from dva.storage import is_remote, open_file, size
 
 # Edit lists may legitimately hide a couple of the indexed frames (B-frame priming); more than this is truncation.
 TRUNCATION_SLACK = 2
@@ -69,12 +68,9 @@ class VideoInfo:
 
 def _byte_size(uri: str) -> int:
     try:
-        fs, path = fsspec.core.url_to_fs(uri)
-        return int(fs.size(path))
-    except FileNotFoundError:
-        raise VideoError(f"{uri}: does not exist") from None
-    except Exception as err:
-        raise VideoError(f"{uri}: cannot be reached ({type(err).__name__}: {err})") from None
+        return size(uri)
+    except StorageError as err:  # it names the file and says whether it does not exist or cannot be reached
+        raise VideoError(str(err)) from None
 
 
 @contextlib.contextmanager

@@ -10,10 +10,10 @@ import subprocess
 
 import pytest
 
-from dva.evaluation import eval_prefix, read_summary, read_table
 from dva.evaluation.job import main as eval_main
 from dva.pipeline.config import EditJobConfig
 from dva.runtime.config import load_job_config
+from dva.runtime.eval_results import eval_prefix, read_summary, read_table
 from dva.pipeline.edit_job import run_edit_job
 from dva.report.check import missing_references, references
 from dva.report.edit_report import main as report_main

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -96,6 +97,15 @@ def test_artefact_round_trip(trained, tmp_path, where):
                        apply_classifier_edit(z[0], clf, {"Young": 2}, encoder_id=ENCODER))
     with pytest.raises(DvaError, match="unknown attribute.*" + uri.split("/")[-1]):
         back.index("Bald")
+
+
+def test_concurrent_saves_of_one_artefact_leave_one_whole_file(trained, tmp_path):
+    _, _, clf = trained
+    uri = str(tmp_path / "clf.safetensors")
+    with ThreadPoolExecutor(8) as pool:  # workers caching the same artefact: none may clobber another's temporary
+        list(pool.map(lambda _: clf.save(uri), range(48)))
+    assert torch.equal(AttributeClassifier.load(uri).weight, clf.weight)
+    assert [p.name for p in tmp_path.iterdir()] == ["clf.safetensors"]
 
 
 def test_not_a_classifier_file_is_named(tmp_path):

@@ -11,7 +11,7 @@ import torch
 
 from dva.config import load_config
 from dva.errors import ConfigError, DvaError
-from dva.evaluation import consistency, eval_prefix, load_eval_config, read_summary, read_table
+from dva.evaluation import consistency, load_eval_config
 from dva.evaluation.job import main as eval_main
 from dva.evaluation.job import run_eval
 from dva.evaluation.reconstruction import LpipsScorer, frame_scores, ms_ssim_scales
@@ -21,6 +21,7 @@ from dva.models.autoencoder import DiffusionVideoAutoencoder
 from dva.models.checkpoint import save_checkpoint
 from dva.models.config import ModelConfig
 from dva.latents import LatentStore
+from dva.runtime.eval_results import eval_prefix, read_summary, read_table
 from dva.runtime.manifest import ResultRow, output_uri, write_result
 from dva.crops import crops_to_tensor
 from dva.report import write_edit_report
@@ -87,6 +88,39 @@ def test_reconstruction_error_falls_as_the_number_of_steps_grows(sample_clip, dl
         (n, 8, (2 * n - 1) * 8, "ok") for n in (5, 10, 20)]
 
 
+def test_one_run_compares_inversion_methods_and_scores_an_identity_edit(sample_clip, dlib_landmarker, tmp_path,
+                                                                         capsys, one_thread):
+    """Issue 18: per method and N, reconstruction, cost and the strength of an identity edit from the same x_T."""
+    clip = sample_clip("astronaut", frames=8)
+    target = sample_clip("grace_hopper", frames=3)
+    ckpt = overfit_checkpoint(clip, dlib_landmarker, tmp_path / "overfit.safetensors")
+    out = str(tmp_path / "eval")
+    rc = eval_main(["--config", "local_tiny", "mode=reconstruction", f"input={clip}", f"output={out}",
+                    f"model.checkpoint={ckpt}", "steps=[5,10]", "methods=[ddim,fixed_point:2]", "max_frames=4",
+                    f"identity_target={target}", "face.align.crop_size=16", *[f"model.{o}" for o in SMALL_16]])
+    assert rc == 0, capsys.readouterr()
+    summary = read_summary(eval_prefix(out, "reconstruction"))
+    by_method = summary["by_method"]
+    assert summary["methods"] == ["ddim", "fixed_point×2"] and summary["by_steps"] == by_method["ddim"]
+    print({m: {n: {k: round(v, 4) for k, v in e.items() if isinstance(v, float)} for n, e in t.items()}
+           for m, t in by_method.items()})
+    ddim, fixed = by_method["ddim"], by_method["fixed_point×2"]
+    assert [(ddim[n]["inversion_calls"], fixed[n]["inversion_calls"], fixed[n]["decode_calls"]) for n in ("5", "10")
+            ] == [(4, 10, 5), (9, 20, 10)]
+    for n in ("5", "10"):  # solving each generation step beats DDIM's approximate inversion at the same N
+        assert fixed[n]["rel_x0_error"] < ddim[n]["rel_x0_error"] and fixed[n]["psnr"] > ddim[n]["psnr"], n
+    for entry in (*ddim.values(), *fixed.values()):
+        assert entry["frames"] == 4 and entry["seconds_per_frame"] > 0
+        assert -1 <= entry["id_cos_target"] <= 1 and -1 <= entry["id_cos_source"] <= 1
+        assert 0.5 < entry["tl_id"] < 1.5 and 0.5 < entry["tg_id"] < 1.5
+    rows = read_table(summary, "results").to_pylist()
+    assert sorted((r["inversion"], r["steps"]) for r in rows) == [
+        ("ddim", 5), ("ddim", 10), ("fixed_point×2", 5), ("fixed_point×2", 10)]
+    section = _reconstruction_section(summary)
+    assert "ours (fixed_point×2 inversion)" in section and "Identity edit from the same x_T" in section
+    assert summary["identity_edit"]["crop_size"] == 160
+
+
 def test_ms_ssim_uses_the_scales_that_fit_the_crop():
     assert [ms_ssim_scales(side) for side in (16, 32, 64, 128, 256)] == [1, 2, 3, 4, 5]
     g = torch.Generator().manual_seed(0)
@@ -123,6 +157,19 @@ def test_configured_but_unusable_lpips_stops_the_run_up_front(tmp_path):
 def test_bad_eval_config_names_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_eval_config("local_tiny", ["input=clips/", "output=out/", override])
+
+
+def test_methods_to_compare_are_parsed_and_checked():
+    cfg = load_eval_config("local_tiny", ["input=clips/", "output=out/", "methods=[ddim,fixed_point,fixed_point:3]",
+                                          "inversion.iterations=4"])
+    assert [c.label for c in cfg.inversions] == ["ddim", "fixed_point×4", "fixed_point×3"]
+    assert [c.label for c in load_eval_config("local_tiny", ["input=a", "output=b"]).inversions] == ["ddim"]
+    for methods, key in (("[ddim,exact]", r"methods\[1\]\.method"), ("[fixed_point:0]", r"methods\[0\]\.iterations"),
+                         ("[fixed_point:x]", r"methods\[0\]"), ("[ddim,ddim]", "methods")):
+        with pytest.raises(ConfigError, match=key):
+            load_eval_config("local_tiny", ["input=a", "output=b", f"methods={methods}"])
+    with pytest.raises(ConfigError, match="identity_target"):
+        load_eval_config("local_tiny", ["mode=edit", "input=a", "identity_target=b.mp4"])
 
 
 def test_edit_mode_defaults_its_output_to_the_edit_run():

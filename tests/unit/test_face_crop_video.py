@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from dva.cli import main
+from dva.runtime.cli import EXIT_USAGE
 from dva.errors import NoFaceError
 from dva.face import AlignedTrack, FrameStatus, face_mask, paste_face
 from dva.face.crop_video import crop_video
@@ -76,7 +77,7 @@ def test_cli(sample_clip, tmp_path, capsys):
     assert probe(printed[0]).size == (128, 128) and AlignedTrack.load(printed[1]).crop_size == 128
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
-    assert main(["face-crop", str(empty), str(tmp_path / "out2")]) == 1
+    assert main(["face-crop", str(empty), str(tmp_path / "out2")]) == EXIT_USAGE  # was 1 before the common CLI
     assert "empty (0 bytes)" in capsys.readouterr().err
-    assert main(["face-crop", src, str(tmp_path / "out3"), "align.sigmax=1"]) == 1
+    assert main(["face-crop", src, str(tmp_path / "out3"), "align.sigmax=1"]) == EXIT_USAGE
     assert "align.sigmax" in capsys.readouterr().err

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from dva.errors import ConfigError
-from dva.models.unet import GroupNorm32
+from dva.models.fused_norm import GroupNorm32
 from dva.pipeline.config import EditJobConfig, GenerateStageConfig
 from dva.runtime.config import load_job_config
 from dva.pipeline.fast_unet import prepare_unet

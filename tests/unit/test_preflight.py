@@ -10,7 +10,7 @@ import pytest
 
 from dva.cli import main as dva
 from dva.preflight import gpu_rates
-from dva.preflight.report import EXIT_CHECK_FAILED, EXIT_USAGE
+from dva.runtime.cli import EXIT_CHECK_FAILED, EXIT_USAGE
 
 TINY = ["--config", "local_tiny"]
 

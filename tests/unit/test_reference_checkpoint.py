@@ -28,6 +28,7 @@ from dva.models.checkpoint import load_model
 from dva.models.config import ModelConfig
 from dva.models.reference.bisenet import BiSeNet, FaceParserMasker
 from dva.models.reference.convert import convert, map_reference_keys, meta_model
+from dva.runtime.cli import EXIT_USAGE
 
 pytestmark = pytest.mark.usefixtures("official_vectors")
 LANDMARK_FILE = "mobilenet_224_model_best_gdconv_external.pth.tar"
@@ -223,6 +224,6 @@ def test_checkpoint_of_another_size_or_without_encoders_is_refused(reference, tm
     assert not (tmp_path / "out.safetensors").exists()
     # No frozen networks in the checkpoint and no --encoders: the error says which file to supply.
     argv = ["convert-reference", "--ckpt", str(reference["bare"]), "--out", str(tmp_path / "o.safetensors"), *SMALL]
-    assert main(argv) == 1
+    assert main(argv) == EXIT_USAGE  # was 1 before the common CLI
     err = capsys.readouterr().err
     assert str(reference["bare"]) in err and "landmark_encoder" in err and LANDMARK_FILE in err

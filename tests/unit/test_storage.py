@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
@@ -10,7 +11,7 @@ import fsspec
 import pytest
 import s3fs
 
-from dva.errors import StorageError
+from dva.errors import MissingWeightsError, StorageError
 from dva.storage import (
     atomic_output,
     content_digest,
@@ -74,6 +75,54 @@ def test_concurrent_writers_to_one_key_leave_one_whole_version(storage_root):
         list(pool.map(write_bytes_atomic, [target] * 4, payloads))
     assert _read(target) in payloads
     assert _all_files(storage_root) == ["same.bin"]
+
+
+def test_concurrent_writers_each_have_their_own_temporary_file(storage_root):
+    target = join(storage_root, "edit.safetensors")
+    with atomic_output(target) as first:
+        with atomic_output(target) as second:  # another worker writing the same artefact meanwhile
+            assert first != second and first.suffix == second.suffix == ".safetensors"
+            first.write_bytes(b"first writer")
+            second.write_bytes(b"second writer")
+        assert _read(target) == b"second writer" and first.read_bytes() == b"first writer"
+    assert _read(target) == b"first writer"  # the last to commit wins, whole
+    assert _all_files(storage_root) == ["edit.safetensors"]
+
+
+@pytest.fixture
+def s3_writes(monkeypatch) -> list[tuple[str, str]]:
+    """(operation, key) of every S3 request that creates, copies or deletes an object, in order."""
+    writes = []
+    call_s3 = s3fs.S3FileSystem._call_s3
+
+    async def recording(self, method, *args, **kwargs):
+        if method in ("put_object", "create_multipart_upload", "copy_object", "delete_object", "delete_objects"):
+            writes.append((method, kwargs.get("Key") or str(kwargs.get("Delete", ""))))
+        return await call_s3(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", recording)
+    return writes
+
+
+def test_remote_atomic_output_uploads_straight_to_the_final_key(s3_bucket, s3_writes):
+    target = join(s3_bucket, "out", "videos", "clip.mp4")
+    with atomic_output(target) as tmp:
+        tmp.write_bytes(b"v" * 300_000)
+        assert not exists(target) and _all_files(s3_bucket) == [] and s3_writes == []
+    assert s3_writes == [("put_object", "out/videos/clip.mp4")]  # one PUT: no `.partial/` object, copy or delete
+    assert _all_files(s3_bucket) == ["out/videos/clip.mp4"] and _read(target) == b"v" * 300_000
+    assert not tmp.exists()
+
+
+def test_remote_write_that_fails_sends_nothing_to_the_store(s3_bucket, s3_writes):
+    target = join(s3_bucket, "kept.bin")
+    write_bytes_atomic(target, b"old")
+    with pytest.raises(RuntimeError, match="encoder died"):
+        with atomic_output(target) as tmp:
+            tmp.write_bytes(b"half-written")
+            raise RuntimeError("encoder died")
+    assert s3_writes == [("put_object", "kept.bin")]  # only the first, whole write
+    assert _read(target) == b"old" and _all_files(s3_bucket) == ["kept.bin"]
 
 
 def test_list_files_is_recursive_sorted_filtered_and_hides_partials(storage_root):
@@ -245,6 +294,19 @@ def test_a_remote_weight_file_replaced_at_the_same_uri_is_fetched_again(s3_bucke
     copy = f"{s3_bucket}/elsewhere/model.safetensors"
     fs.pipe(copy, b"fourth version")
     assert content_digest(copy) == content_digest(uri)  # the server's ETag follows the bytes: nothing is downloaded
+
+
+def test_a_remote_weight_file_that_fails_its_checksum_leaves_nothing_in_the_cache(s3_bucket, tmp_path, monkeypatch):
+    monkeypatch.setenv("DVA_CACHE_DIR", str(tmp_path / "cache"))
+    uri = f"{s3_bucket}/weights/arcface.onnx"
+    s3fs.S3FileSystem().pipe(uri, b"weights")
+    with pytest.raises(MissingWeightsError, match="SHA-256 differs"):
+        local_path(uri, config_key="model.identity_encoder.weights", sha256="0" * 64)
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
+    good = hashlib.sha256(b"weights").hexdigest()
+    fetched = local_path(uri, config_key="model.identity_encoder.weights", sha256=good)
+    assert fetched.read_bytes() == b"weights"
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == [fetched]
 
 
 def test_content_digest_follows_the_bytes_not_the_location(tmp_path):

@@ -18,7 +18,6 @@ dict), and only `state_dict` is used.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import zipfile
 from collections.abc import Callable, Mapping
@@ -237,27 +236,3 @@ def convert(ckpt: str, out: str | Path, cfg: ModelConfig | None = None, *, encod
     cfg.checkpoint = str(path.resolve())
     path.with_suffix(".yaml").write_text(to_yaml(cfg))
     return path, sources
-
-
-def cli(argv: list[str]) -> int:
-    """`dva convert-reference --ckpt last.ckpt [--encoders DIR] --out model.safetensors [--raw] [key=value ...]`."""
-    parser = argparse.ArgumentParser(
-        prog="dva convert-reference",
-        description="Convert the reference DVA checkpoint (PyTorch Lightning .ckpt) into a dva checkpoint.")
-    parser.add_argument("--ckpt", required=True, help="the released Lightning checkpoint (local path or s3:// URI)")
-    parser.add_argument("--out", required=True, help="the dva checkpoint to write (.safetensors); its config goes "
-                        "beside it as .yaml")
-    parser.add_argument("--encoders", metavar="DIR", help="folder holding the released encoder files, used for the "
-                        "networks the checkpoint lacks: " + ", ".join(p.file_name for p in PARTS.values()))
-    parser.add_argument("--raw", action="store_true", help="take the raw `model.*` weights instead of the EMA ones")
-    parser.add_argument("--config", default="reference256", help="model preset or YAML describing the checkpoint "
-                        "(default: reference256)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the model config")
-    args = parser.parse_args(argv)
-    cfg = load_config(ModelConfig, args.config, args.overrides, group="model")
-    path, sources = convert(args.ckpt, args.out, cfg, encoders_dir=args.encoders, use_ema=not args.raw)
-    print(f"wrote {path} ({'raw' if args.raw else 'EMA'} weights, model config {cfg.name!r}) and "
-          f"{path.with_suffix('.yaml')}")
-    for role, source in sources.items():
-        print(f"  {role}: from {source}")
-    return 0

@@ -1,8 +1,8 @@
 """Where evaluation results live and how they are written: `<output>/eval/<mode>/` holds Parquet tables and a
 `summary.json` that names them relative to itself, so the folder can be moved or copied as a whole.
 
-Every file is written atomically (local or s3://); the summary is written last, so a summary that exists always
-names tables that exist.
+`dva eval` writes the folder and `dva report` reads it. Every file is written atomically (local or s3://); the
+summary is written last, so a summary that exists always names tables that exist.
 """
 
 from __future__ import annotations

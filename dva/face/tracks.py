@@ -1,0 +1,156 @@
+"""Every face of a video as its own track (several people; issue 19): association of per-frame detections.
+
+`dva.face.track` follows one face per video. Here each detection above `min_face_size` (the side of the square with
+its box's area, in frame pixels) joins a track or starts one:
+
+  cost(track, face) = |centre(face) − centre(last hit)| / (size(last hit) · frames since the last hit)
+
+A pair is allowed when its cost is at most `max_jump` (the single-track rule of `dva.face.track.choose_face`) and the
+track was last hit at most `max_gap` frames ago; allowed pairs are taken cheapest first, one face per track and one
+track per face per frame. A face that joins no track starts one. A track therefore starts and ends anywhere in the
+video: its span is its first to its last hit. Inside the span, missed frames are interpolated; outside, the frames are
+HELD — the frames where that person is absent, which the job neither encodes nor generates (`AlignedTrack.face_frames`).
+
+`min_detected_fraction` applies to a track's own span, so a person seen in 20 frames of a 60-frame clip is kept when
+they are detected in enough of those 20. Tracks with fewer than `min_hits` hits (a spurious detection) are dropped.
+
+After a longer occlusion the same person comes back as a new track; `merge_by_identity` joins two tracks whose spans
+do not overlap, whose gap is at most `max_gap` frames, and whose mean identities (e.g. mean z_id per track) have a
+cosine of at least `min_cosine`. Tracks are ordered by their first hit, then by face size (larger first), then left to right.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from dva.errors import NoFaceError
+from dva.face.detection import DetectedFace
+from dva.face.track import FaceTrack, FrameStatus, fill_gaps, seen_frames
+
+
+@dataclass
+class _Hits:
+    """One track while detections stream in: its hits in frame order."""
+
+    frames: list[int] = field(default_factory=list)
+    faces: list[DetectedFace] = field(default_factory=list)
+
+    def add(self, index: int, face: DetectedFace) -> None:
+        self.frames.append(index)
+        self.faces.append(face)
+
+    @property
+    def last(self) -> DetectedFace:
+        return self.faces[-1]
+
+    @property
+    def span(self) -> int:
+        return self.frames[-1] - self.frames[0] + 1
+
+    @property
+    def mean_size(self) -> float:
+        return float(np.mean([face.size for face in self.faces]))
+
+
+def association_cost(track_face: DetectedFace, frames_since: int, face: DetectedFace) -> float:
+    """Centre distance in units of the track's last face size per frame elapsed (the `max_jump` scale)."""
+    distance = float(np.linalg.norm(face.centre - track_face.centre))
+    return distance / (max(track_face.size, 1e-6) * max(frames_since, 1))
+
+
+def associate(detections: Iterable[Sequence[DetectedFace]], *, max_jump: float, max_gap: int,
+              min_face_size: float = 0.0) -> list[_Hits]:
+    """Every detection of every frame assigned to one track (see the module docstring); tracks in creation order."""
+    tracks: list[_Hits] = []
+    for index, faces in enumerate(detections):
+        faces = [face for face in faces if face.size >= min_face_size]
+        live = [t for t in tracks if index - t.frames[-1] <= max_gap]
+        pairs = sorted(
+            (cost, ti, fi)
+            for ti, track in enumerate(live)
+            for fi, face in enumerate(faces)
+            if (cost := association_cost(track.last, index - track.frames[-1], face)) <= max_jump
+        )
+        taken_tracks: set[int] = set()
+        taken_faces: set[int] = set()
+        for _, ti, fi in pairs:
+            if ti in taken_tracks or fi in taken_faces:
+                continue
+            live[ti].add(index, faces[fi])
+            taken_tracks.add(ti)
+            taken_faces.add(fi)
+        for fi, face in enumerate(faces):
+            if fi not in taken_faces:
+                new = _Hits()
+                new.add(index, face)
+                tracks.append(new)
+    return tracks
+
+
+def _track(hits: _Hits, num_frames: int) -> FaceTrack:
+    points = np.full((num_frames, 68, 2), np.nan, dtype=np.float32)
+    for index, face in zip(hits.frames, hits.faces):
+        points[index] = face.points
+    return fill_gaps(points)
+
+
+def face_tracks(detections: Iterable[Sequence[DetectedFace]], name: str, *, max_jump: float, max_gap: int,
+                min_detected_fraction: float, min_face_size: float = 0.0, min_hits: int = 2) -> list[FaceTrack]:
+    """Every person's FaceTrack over the whole video (HELD outside the person's span), ordered by first hit, then
+    larger face first, then left to right. NoFaceError naming `name` when no track is kept."""
+    detections = list(detections)
+    hits = associate(detections, max_jump=max_jump, max_gap=max_gap, min_face_size=min_face_size)
+    kept = [h for h in hits if len(h.frames) >= min_hits and len(h.frames) / h.span >= min_detected_fraction]
+    if not kept:
+        seen = max((len(h.frames) for h in hits), default=0)
+        raise NoFaceError(
+            f"{name}: no face was tracked in enough frames (the longest track has {seen} detections; a track needs "
+            f"{min_hits} and a detected fraction of its span of at least {min_detected_fraction})")
+    kept.sort(key=lambda h: (h.frames[0], -h.mean_size, float(h.faces[0].centre[0])))
+    return [_track(h, len(detections)) for h in kept]
+
+
+def merge_by_identity(tracks: Sequence[FaceTrack], identities: np.ndarray, *, max_gap: int, min_cosine: float
+                      ) -> list[tuple[FaceTrack, list[int]]]:
+    """Join tracks of one person split by an occlusion: spans disjoint, gap ≤ `max_gap` frames, cosine of their
+    identities (rows of `identities`, one per track) ≥ `min_cosine`. Returns each merged track with the indices of
+    the input tracks it joins, in order of first frame; the best-matching pairs are joined first."""
+    unit = identities / np.maximum(np.linalg.norm(identities, axis=1, keepdims=True), 1e-12)
+    groups = [[i] for i in range(len(tracks))]
+    owner = list(range(len(tracks)))
+    spans = [seen_frames(t.status) for t in tracks]
+
+    def group_frames(g: list[int]) -> list[range]:
+        return [spans[i] for i in g]
+
+    def compatible(a: list[int], b: list[int]) -> bool:
+        ra, rb = group_frames(a), group_frames(b)
+        disjoint = all(x.stop <= y.start or y.stop <= x.start for x in ra for y in rb)
+        gap = min(max(y.start - x.stop, x.start - y.stop) for x in ra for y in rb)
+        return disjoint and gap <= max_gap
+
+    cosines = unit @ unit.T
+    pairs = sorted(((cosines[i, j], i, j) for i in range(len(tracks)) for j in range(i + 1, len(tracks))),
+                   reverse=True)
+    for cosine, i, j in pairs:
+        if cosine < min_cosine:
+            break
+        a, b = owner[i], owner[j]
+        if a == b or not compatible(groups[a], groups[b]):
+            continue
+        groups[a].extend(groups[b])
+        for k in groups[b]:
+            owner[k] = a
+        groups[b] = []
+    merged = []
+    for g in (sorted(g) for g in groups if g):
+        points = np.full_like(tracks[g[0]].points, np.nan)
+        for i in g:
+            detected = tracks[i].status == FrameStatus.DETECTED
+            points[detected] = tracks[i].points[detected]
+        merged.append((fill_gaps(points), g))
+    merged.sort(key=lambda item: seen_frames(item[0].status).start)
+    return merged

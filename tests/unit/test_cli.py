@@ -1,0 +1,157 @@
+"""Every `dva` subcommand behaves alike on the command line (`dva.runtime.cli`): a bad config key and a missing file
+are one `dva NAME: error:` line on stderr with credentials redacted and exit code 2; a job whose only failures are
+inputs recorded in its manifest exits 0 (a RayJob must not retry it), one whose every input failed exits 1; and a
+finished process ends with its code, Ray shut down."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dva.cli import COMMANDS
+from dva.cli import main as dva
+from dva.runtime.cli import EXIT_CHECK_FAILED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from dva.runtime.manifest import JobSummary, read_manifest
+from dva.samples import make_sample_clip
+
+REPO = Path(__file__).resolve().parents[2]
+KEY_ID, SECRET = "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY"
+
+
+def command_lines(tmp: Path, missing: str) -> dict[str, tuple[str, list[str], list[str]]]:
+    """Per subcommand: the name its errors carry, a valid command line to which a bad key is added, and one that
+    names the file `missing`, which does not exist."""
+    inputs, out = tmp / "in", tmp / "out"
+    inputs.mkdir(exist_ok=True)
+    (inputs / "a.mp4").write_bytes(b"never decoded")
+    job = [f"input={inputs}", f"output={out}"]
+    return {
+        "edit": ("dva edit", job, [*job, f"model.checkpoint={missing}"]),
+        "encode": ("dva encode", job, [*job, f"model.checkpoint={missing}"]),
+        "eval": ("dva eval", job, [f"input={missing}", f"output={out}"]),
+        "report": ("dva report", [str(out)], [missing]),  # no config: the bad key is an unknown argument
+        "preprocess": ("dva preprocess", job, [f"input={missing}", f"output={out}"]),
+        "train": ("dva train", [f"data.path={inputs}", f"storage_path={out}"],
+                  [f"data.path={missing}", f"storage_path={out}"]),
+        "train-classifier": ("dva train-classifier", [f"images={inputs}", f"annotations={inputs}/a.txt",
+                                                      f"output={out}/c.safetensors"],
+                             [f"images={inputs}", f"annotations={missing}", f"output={out}/c.safetensors"]),
+        "check": ("dva check edit", ["edit", *job], ["edit", *job, f"model.checkpoint={missing}"]),
+        "face-crop": ("dva face-crop", [str(inputs / "a.mp4"), str(out)], [missing, str(out)]),
+        "convert-reference": ("dva convert-reference", ["--ckpt", str(inputs / "a.mp4"), "--out", f"{out}/m.safetensors"],
+                              ["--ckpt", missing, "--out", f"{out}/m.safetensors"]),
+    }
+
+
+def test_every_subcommand_is_covered(tmp_path):
+    assert set(command_lines(tmp_path, "x")) == set(COMMANDS)
+
+
+def one_error_line(err: str, prog: str) -> str:
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_a_bad_key_is_one_error_line_and_exit_code_2(name, tmp_path, capsys):
+    prog, valid, _ = command_lines(tmp_path, "unused")[name]
+    assert dva([name, *valid, "nosuchkey=1"]) == EXIT_USAGE
+    out, err = capsys.readouterr()
+    assert "nosuchkey" in one_error_line(err, prog) and "Traceback" not in out + err
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_a_missing_file_is_one_redacted_error_line_and_exit_code_2(name, where, tmp_path, capsys, request):
+    if where == "local":
+        missing, named = str(tmp_path / "gone" / "missing.file"), str(tmp_path / "gone" / "missing.file")
+    else:  # credentials in the URI: never printed, whatever quotes them
+        bucket = request.getfixturevalue("s3_bucket").removeprefix("s3://")
+        missing, named = f"s3://{KEY_ID}:{SECRET}@{bucket}/gone/missing.file", f"{bucket}/gone/missing.file"
+    prog, _, argv = command_lines(tmp_path, missing)[name]
+    code = dva([name, *argv])
+    out, err = capsys.readouterr()
+    assert KEY_ID not in out + err and SECRET not in out + err
+    if name == "check":  # the config is valid: the missing file is a failed check, listed with the others
+        assert code == EXIT_CHECK_FAILED and "model.checkpoint" in out.split("check(s) failed")[1], out
+        return
+    assert code == EXIT_USAGE
+    line = one_error_line(err, prog)
+    assert named.rsplit("/", 1)[0] in line, line  # the file (or its folder, for those that name the folder)
+
+
+def test_help_is_exit_code_0(capsys):
+    for name in COMMANDS:
+        assert dva([name, "--help"]) == EXIT_OK, name
+    assert "usage:" in capsys.readouterr().out
+
+
+def stand_in_results(monkeypatch, name: str, ok: int, failed: int) -> None:
+    """Replace the job that `dva NAME` runs by one that reports `ok` done and `failed` failed inputs."""
+    summary = JobSummary(ok=ok, failed=failed, failures=[f"video{i}.mp4: VideoError: corrupt" for i in range(failed)])
+    if name in ("edit", "encode"):
+        import dva.pipeline.edit_job as job
+
+        monkeypatch.setattr(job, "run_edit_job", lambda cfg: summary)
+    elif name == "preprocess":
+        import dva.train.preprocess as job
+
+        monkeypatch.setattr(job, "run_preprocess", lambda cfg: summary)
+    else:
+        import dva.evaluation.job as job
+        import dva.runtime.eval_results as results
+
+        monkeypatch.setattr(job, "run_eval", lambda cfg: "summary.json")
+        monkeypatch.setattr(results, "read_summary", lambda uri: {"by_method": {}, "counts": {"ok": ok,
+                                                                                             "failed": failed}})
+
+
+@pytest.mark.parametrize("name", ["edit", "encode", "preprocess", "eval"])
+def test_failed_inputs_recorded_by_a_job_are_exit_code_0_unless_nothing_came_of_it(name, tmp_path, monkeypatch):
+    _, valid, _ = command_lines(tmp_path, "unused")[name]
+    stand_in_results(monkeypatch, name, ok=1, failed=1)
+    assert dva([name, *valid]) == EXIT_OK  # a RayJob does not retry the whole job for one bad input
+    stand_in_results(monkeypatch, name, ok=0, failed=2)
+    assert dva([name, *valid]) == EXIT_FAILED
+
+
+@pytest.mark.slow
+def test_an_edit_job_with_one_corrupt_video_exits_0_and_leaves_no_ray(tmp_path, monkeypatch, capsys):
+    import ray
+
+    make_sample_clip(tmp_path / "in" / "good.mp4", "astronaut", frames=4)
+    (tmp_path / "in" / "corrupt.mp4").write_bytes(b"this is not a video")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert not ray.is_initialized()
+    assert dva(["edit", "--config", "local_tiny", f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}",
+                "steps=3", "chunk_frames=2", "generate.batch_frames=4", "progress=false"]) == EXIT_OK
+    assert not ray.is_initialized()  # the Ray the command started is shut down
+    rows = {Path(r["video"]).name: r for r in read_manifest(str(tmp_path / "out")).to_pylist()}
+    assert rows["good.mp4"]["status"] == "ok" and rows["corrupt.mp4"]["status"] == "failed"
+    assert rows["corrupt.mp4"]["error"] and "1 ok, 1 failed" in capsys.readouterr().out
+
+
+def run_python(*argv: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "RAY_ADDRESS": ""}
+    return subprocess.run([sys.executable, *argv], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_job_entrypoint_ends_the_process_with_the_command_s_code():
+    done = run_python("jobs/edit.py", "--config", "local_tiny", "nosuchkey=1")
+    assert done.returncode == EXIT_USAGE, done.stderr
+    assert "nosuchkey" in one_error_line(done.stderr, "dva edit")
+
+
+def test_the_process_ends_with_the_code_after_flushing_and_a_bug_is_exit_code_1():
+    finished = run_python("-c", "from dva.runtime.cli import exit_process; "
+                                "exit_process(lambda: print('all written', end='') or 0)")
+    assert (finished.returncode, finished.stdout) == (0, "all written")  # buffered output is not lost
+    crashed = run_python("-c", f"from dva.runtime.cli import exit_process; "
+                               f"exit_process(lambda: open('s3://{KEY_ID}:{SECRET}@b/x'))")
+    assert crashed.returncode == EXIT_FAILED and "Traceback" in crashed.stderr
+    assert SECRET not in crashed.stderr and KEY_ID not in crashed.stderr
