@@ -25,6 +25,7 @@ import torch  # noqa: E402
 
 from dva.config import load_config  # noqa: E402
 from dva.editing.clip_direction import (  # noqa: E402
+    CLIP_PRECISIONS,
     TINY_CLIP,
     ClipDirectionalLoss,
     ClipEditConfig,
@@ -47,7 +48,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=1, help="frames optimised together (batch = 5 × frames)")
     ap.add_argument("--iterations", type=int, default=10, help="timed iterations")
     ap.add_argument("--warmup", type=int, default=3, help="untimed iterations first (at least 1)")
-    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--precision", default="fp32", choices=CLIP_PRECISIONS)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
     if args.warmup < 1 or args.iterations < 1:

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import torch
 
-from dva.diffusion import autocast_dtype, ddim_generate, ddim_invert
+from dva.diffusion import ddim_generate, ddim_invert
 from dva.runtime.weights import load_model
 from dva.pipeline.config import EditJobConfig
 from dva.runtime.config import load_job_config
 from dva.pipeline.edit_job import run_edit_job
+from dva.precision import autocast_dtype
 from dva.runtime.cluster import init_ray
 from dva.samples import make_sample_clip
 

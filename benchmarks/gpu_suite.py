@@ -71,6 +71,7 @@ from dva.models.unet import use_fused_norms
 from dva.models.unet import count_gflops
 from dva.pipeline.config import COMPILE_MODES, GenerateStageConfig
 from dva.pipeline.fast_unet import prepare_unet
+from dva.precision import PRECISIONS, Precision, autocast_dtype
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -158,6 +159,10 @@ def random_model(cfg: ModelConfig, device: torch.device) -> DiffusionVideoAutoen
     return model.to(device).eval()
 
 
+# The precisions a path can name (not `auto`: each path says what it runs) and their autocast dtypes on the GPU.
+PATH_DTYPES = {p: autocast_dtype(p, torch.device("cuda")) for p in PRECISIONS if p != Precision.AUTO}
+
+
 @dataclass(frozen=True)
 class FastPath:
     """One way of running the UNet: autocast dtype (None = float32), memory format, fused GroupNorm kernels
@@ -171,7 +176,7 @@ class FastPath:
 
     @property
     def name(self) -> str:
-        precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+        precision = next(name for name, dtype in PATH_DTYPES.items() if dtype == self.dtype)
         how = "compiled" + ("" if self.mode == "default" else f" {self.mode}") if self.compiled else "eager"
         return f"{precision} {'NHWC' if self.channels_last else 'NCHW'} {'fused ' if self.fused else ''}{how}"
 
@@ -191,14 +196,13 @@ class FastPath:
         (PRECISION-LAYOUT[-fused][-compiled[:MODE]])."""
         head, _, mode = text.lower().partition(":")
         parts = head.split("-")
-        dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
         fused = parts[2:3] == ["fused"]
         rest = parts[2 + fused:]
-        if len(parts) < 2 or parts[0] not in dtypes or parts[1] not in ("nhwc", "nchw") or \
+        if len(parts) < 2 or parts[0] not in PATH_DTYPES or parts[1] not in ("nhwc", "nchw") or \
                 rest not in ([], ["compiled"]) or (mode and not rest) or (mode and mode not in COMPILE_MODES):
             raise SystemExit(f"--variants: {text!r} is not PRECISION-LAYOUT[-fused][-compiled[:MODE]] (MODE one of "
                              f"{', '.join(COMPILE_MODES)}), e.g. bf16-nhwc-fused-compiled")
-        return FastPath(dtypes[parts[0]], parts[1] == "nhwc", rest == ["compiled"], fused, mode or "default")
+        return FastPath(PATH_DTYPES[parts[0]], parts[1] == "nhwc", rest == ["compiled"], fused, mode or "default")
 
 
 def fused_norms_run_on(device: torch.device) -> bool:

@@ -20,8 +20,8 @@ from unet_throughput import peak_memory_mb  # benchmarks/ is on sys.path when th
 from dva.models.autoencoder import DiffusionVideoAutoencoder
 from dva.models.unet import count_gflops
 from dva.models.config import EncoderConfig
+from dva.precision import autocast_dtype
 from dva.train.config import load_train_config
-from dva.diffusion import autocast_dtype
 from dva.train.loop import create_train_state, train_step
 
 

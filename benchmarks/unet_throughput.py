@@ -16,6 +16,7 @@ from dva.config import load_config
 from dva.diffusion import ddim_generate, ddim_invert
 from dva.models.config import ModelConfig
 from dva.models.unet import UNet, count_gflops
+from dva.precision import PRECISIONS, autocast_dtype
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -31,7 +32,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    ap.add_argument("--precision", choices=PRECISIONS, default="fp32")
     ap.add_argument("--channels-last", action="store_true")
     args = ap.parse_args()
 
@@ -44,7 +45,7 @@ def main() -> None:
     unet = UNet(cfg.unet).to(device).eval()
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     unet = unet.to(memory_format=fmt)
-    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
+    dtype = autocast_dtype(args.precision, device)
     s = cfg.unet.image_size
     x0 = (torch.rand(args.batch, 3, s, s, device=device) * 2 - 1).to(memory_format=fmt)
     z = torch.randn(args.batch, cfg.z_face_dim, device=device)

@@ -42,7 +42,7 @@ class VideoTask:
 
 # (task, mean z_id [D], face track) → the z_id to decode with for each of `task.edits`, [K, D]; built by the job.
 # The track lets an edit that needs pixels (CLIP) crop the frames it wants again.
-EditResolver = Callable[[VideoTask, np.ndarray, AlignedTrack], np.ndarray]
+ResolveEdits = Callable[[VideoTask, np.ndarray, AlignedTrack], np.ndarray]
 
 
 def training_masks(model, track: AlignedTrack, images: torch.Tensor, start: int, brow_lift: float) -> np.ndarray:
@@ -67,7 +67,7 @@ def encode_codes(task: VideoTask, track: AlignedTrack, encode_identity, encode_l
 
 
 def prepare_video(task: VideoTask, face: FaceConfig, landmarker: FaceLandmarker, encode_identity, encode_landmarks,
-                  resolve_edits: EditResolver, store: Optional[LatentStore], latent_key: LatentKey,
+                  resolve_edits: ResolveEdits, store: Optional[LatentStore], latent_key: LatentKey,
                   chunk_frames: int, reuse_latents: bool) -> Iterator[dict]:
     """Yield one row per chunk of the video: crops (or none when x_T is stored), z_lnd, the mean z_id, the edits."""
     cached = store is not None and reuse_latents and store.is_complete(latent_key, task.source)

@@ -85,14 +85,6 @@ class DDIMScheduler:
         return x0 * sqrt_next + sqrt_one_minus_next * eps, x0
 
 
-def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype a precision setting means: "auto" is bf16 on CUDA and none (float32) elsewhere;
-    "fp32"/"none" is none; "bf16" and "fp16" are themselves. Shared by inference, training and the benchmarks."""
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return {"fp32": None, "none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
 def _as_scheduler(steps: int | DDIMScheduler) -> DDIMScheduler:
     return steps if isinstance(steps, DDIMScheduler) else DDIMScheduler.create(int(steps))
 

@@ -44,9 +44,12 @@ from dva.editing.artifact import digest, identity_encoder_id, l2norm
 from dva.editing.direction import FORMAT as DIRECTION_FORMAT
 from dva.editing.direction import EditDirection
 from dva.errors import ConfigError, DvaError, MissingWeightsError
+from dva.precision import Precision, autocast_dtype, check_precision
 from dva.storage import exists, local_path
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+# The precisions of a CLIP optimisation: fp16 autocast would need a gradient scaler, and `auto` would give a
+# cached direction (whose key holds the settings) a precision that depends on the device it was made on.
+CLIP_PRECISIONS = (Precision.FP32.value, Precision.BF16.value)
 # A CLIP small enough for CPU tests and benchmarks (ViT and text transformer of 2 layers, 32-d embedding).
 TINY_CLIP = "dva-tiny-clip"
 TINY_CLIP_CONFIG = {
@@ -75,16 +78,6 @@ class LossWeights:
 
 
 @dataclass
-class TaskResources:
-    """What `dva edit`'s Ray task that optimises a video's directions asks for (the job's first pass, when latents
-    are kept). Its own block: a GPU given here is not also given to every stage-A actor."""
-
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0  # a fraction shares a GPU; above 1, whole GPUs only
-    custom: dict[str, float] = field(default_factory=dict)  # Ray custom resources, e.g. {clip_node: 1}
-
-
-@dataclass
 class ClipEditConfig:
     """Settings of one CLIP direction optimisation (`configs/edit_methods/clip.yaml`)."""
 
@@ -102,7 +95,6 @@ class ClipEditConfig:
     loss_weights: LossWeights = field(default_factory=LossWeights)
     precision: str = "fp32"  # fp32 | bf16 (autocast of the UNet and CLIP forward passes)
     output_prefix: Optional[str] = None  # folder or URI for direction files; None: no cache, nothing written
-    resources: TaskResources = field(default_factory=TaskResources)
 
     def validate(self, key_prefix: str = "") -> None:
         """Check every setting; `key_prefix` (e.g. "clip_edit.") is where this config sits inside a job's config."""
@@ -119,21 +111,13 @@ class ClipEditConfig:
         for name, w in dataclasses.asdict(self.loss_weights).items():
             if not (math.isfinite(w) and w >= 0):
                 raise bad(f"loss_weights.{name}", f"{w} must be a finite number ≥ 0")
-        if self.precision not in PRECISIONS:
-            raise bad("precision", f"{self.precision!r} is not one of {sorted(PRECISIONS)}")
+        check_precision(self.precision, f"{key_prefix}precision", CLIP_PRECISIONS)
         wrong = [t for t in self.templates if t.count("{}") != 1]
         if not self.templates or wrong:
             raise bad("templates", "each template needs exactly one {} for the prompt; "
                                    f"bad: {wrong or 'none given'}")
         if not self.frames:
             raise bad("frames", "name at least one frame index")
-        amounts = {"num_cpus": self.resources.num_cpus, "num_gpus": self.resources.num_gpus,
-                   **{f"custom.{name}": v for name, v in self.resources.custom.items()}}
-        for name, amount in amounts.items():
-            if not (math.isfinite(amount) and amount >= 0):
-                raise bad(f"resources.{name}", f"{amount} must be a finite number ≥ 0")
-        if self.resources.num_gpus > 1 and not float(self.resources.num_gpus).is_integer():
-            raise bad("resources.num_gpus", f"{self.resources.num_gpus}: Ray takes a fraction of one GPU or whole GPUs")
 
 
 def load_clip_edit_config(name_or_path: str | Path = "clip", overrides: Sequence[str] = ()) -> ClipEditConfig:
@@ -255,7 +239,7 @@ def load_clip(cfg: ClipModelConfig, templates: Sequence[str], device: str | torc
     return ClipDirectionalLoss(model, open_clip.get_tokenizer(cfg.name), templates).to(device)
 
 
-def model_fingerprint(model: nn.Module, encoder_id: str | None = None) -> str:
+def hash_model(model: nn.Module, encoder_id: str | None = None) -> str:
     """SHA-256 of a DVA model's config, identity encoder and trained weights (the z_face linear and the UNet)."""
     state = model.trainable_state_dict()
     encoder_id = encoder_id or identity_encoder_id(model)
@@ -263,10 +247,9 @@ def model_fingerprint(model: nn.Module, encoder_id: str | None = None) -> str:
 
 
 def _settings(cfg: ClipEditConfig) -> str:
-    """The settings that change the optimised Δ (the output location and the task's resources do not)."""
+    """The settings that change the optimised Δ (the output location does not)."""
     d = dataclasses.asdict(cfg)
     d.pop("output_prefix")
-    d.pop("resources")
     return json.dumps(d, sort_keys=True)
 
 
@@ -297,7 +280,7 @@ IterationCallback = Callable[[int, dict[str, float]], None]
 def optimise_clip_direction(
     model: nn.Module, frames, source: str, target: str, cfg: ClipEditConfig, *,
     clip: ClipDirectionalLoss | Callable[[], ClipDirectionalLoss] | None = None, mask: torch.Tensor | None = None,
-    source_id: str = "", fingerprint: str | None = None,
+    source_id: str = "", model_hash: str | None = None,
     on_iteration: IterationCallback | None = None,
 ) -> ClipEditResult:
     """Δz_id that edits `source` → `target`, read from the cache when this exact request was made before.
@@ -306,8 +289,8 @@ def optimise_clip_direction(
     ones in `cfg.frames` are used. `mask`: [1 or F, 1, H, W] in [0, 1] over those frames for the L1 term (all ones
     when None). `clip`: an already loaded `ClipDirectionalLoss`, or a function returning one (called only on a cache
     miss); None loads `cfg.clip`, also only on a miss. `source_id` names the video or image in the file's metadata
-    and the cache key. `fingerprint`: `model_fingerprint(model)` when the caller already has it (it hashes every
-    trained weight: about a second for dva256), so that many videos edited with one model hash it once.
+    and the cache key. `model_hash`: `hash_model(model)` when the caller already has it (it hashes every trained
+    weight: about a second for dva256), so that many videos edited with one model hash it once.
     """
     device = next(model.parameters()).device
     crops = _select_frames(frames, cfg.frames, device)
@@ -316,8 +299,8 @@ def optimise_clip_direction(
     if mask is not None:
         mask = mask.float().to(device).expand(crops.shape[0], 1, *crops.shape[-2:])
     encoder_id = identity_encoder_id(model)
-    fingerprint = fingerprint or model_fingerprint(model, encoder_id)
-    key = digest(DIRECTION_FORMAT, fingerprint, crops, "mask", mask, source_id, source, target,
+    model_hash = model_hash or hash_model(model, encoder_id)
+    key = digest(DIRECTION_FORMAT, model_hash, crops, "mask", mask, source_id, source, target,
                  _settings(cfg))
     uri = None
     if cfg.output_prefix:
@@ -333,7 +316,7 @@ def optimise_clip_direction(
     seconds = time.perf_counter() - started
     direction = EditDirection(delta, encoder_id, z_start, losses, metadata={
         "kind": "clip", "source": source, "target": target, "source_id": source_id, "cache_key": key,
-        "model": fingerprint, "clip": cfg.clip.name, "config": to_yaml(cfg),
+        "model": model_hash, "clip": cfg.clip.name, "config": to_yaml(cfg),
         "seconds": f"{seconds:.3f}", "seconds_per_iteration": f"{seconds / cfg.iterations:.5f}",
     })
     if uri:
@@ -363,7 +346,8 @@ def _optimise(model, crops: torch.Tensor, mask: torch.Tensor | None, source: str
 
 
 def _optimise_eval(model, crops, mask, source, target, cfg, clip, on_iteration):
-    device, amp = crops.device, PRECISIONS[cfg.precision]
+    device = crops.device
+    amp = autocast_dtype(cfg.precision, device)
     autocast = torch.autocast(device.type, dtype=amp, enabled=amp is not None)
     sched = DDIMScheduler.create(cfg.steps)
     n_frames, n_steps = crops.shape[0], sched.num_steps

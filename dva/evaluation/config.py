@@ -9,7 +9,8 @@ from dva.diffusion.inversion import InversionConfig
 from dva.errors import ConfigError
 from dva.face.config import FaceConfig
 from dva.models.config import EncoderConfig, ModelConfig
-from dva.runtime.config import PRECISIONS, load_job_config
+from dva.precision import check_precision
+from dva.runtime.config import check_crops_fit_model, load_job_config
 
 MODES = ("reconstruction", "edit")
 # Identity networks for TL-ID / TG-ID, by `dva.models.encoders` kind, with the aligned-crop side each reads best:
@@ -72,8 +73,7 @@ class EvalConfig:
             raise ConfigError(f"config key `input`: set it to {what}")
         if self.mode == "reconstruction" and not self.output:
             raise ConfigError("config key `output`: set it to a folder or s3:// prefix for the results")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"config key `precision`: {self.precision!r} is not one of {PRECISIONS}")
+        check_precision(self.precision, "precision")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"config key `device`: {self.device!r} is not one of auto, cpu, cuda")
         if not self.steps or min(self.steps) < 2:
@@ -92,10 +92,8 @@ class EvalConfig:
                               "job's identity edits are scored by `mode=edit`")
         if self.identity_crop_size and self.identity_crop_size < 32:
             raise ConfigError("config key `identity_crop_size`: at least 32 (or 0 for the network's own size)")
-        if self.mode == "reconstruction" and self.face.align.crop_size != self.model.unet.image_size:
-            raise ConfigError(
-                f"config key `face.align.crop_size`: {self.face.align.crop_size} must equal the model's "
-                f"`model.unet.image_size` ({self.model.unet.image_size})")
+        if self.mode == "reconstruction":
+            check_crops_fit_model(self.face, self.model)
 
 
 def parse_method(text: str, iterations: int, key: str) -> InversionConfig:

@@ -33,7 +33,7 @@ def run_reconstruction(cfg: EvalConfig) -> str:
     from dva.face.landmarker import build_landmarker
     from dva.runtime.weights import load_model
     from dva.runtime.inputs import discover_inputs
-    from dva.diffusion import autocast_dtype
+    from dva.precision import autocast_dtype
 
     device = configured_device(cfg.device)
     steps = sorted(set(cfg.steps))

@@ -11,13 +11,16 @@ from dva.errors import ConfigError
 from dva.face.config import FaceConfig
 from dva.models.config import ModelConfig
 from dva.models.fused_norm import NORM_KERNELS
-from dva.runtime.config import PRECISIONS, StageConfig
+from dva.precision import check_precision
+from dva.runtime.config import StageConfig, TaskConfig, check_crops_fit_model
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
-class WriterStageConfig(StageConfig):
+class WriterTaskConfig(TaskConfig):
+    """Stage C: one Ray task per (video, edit)."""
+
     retries: int = 3  # a stage C task lost with its worker is run again (its output is committed atomically)
 
 
@@ -73,7 +76,7 @@ class EditJobConfig:
     # How x0 → x_T is solved (dva.diffusion.inversion): `ddim`, or `fixed_point` (N·iterations calls, exact at
     # convergence, so a smaller N reconstructs as well as a large one). Stored latents are keyed by it.
     inversion: InversionConfig = field(default_factory=InversionConfig)
-    precision: str = "auto"  # auto = bf16 autocast on GPU, fp32 on CPU
+    precision: str = "auto"  # a dva.precision value: auto = bf16 autocast on GPU, fp32 on CPU
     chunk_frames: int = 16  # frames that travel between stages together (one video's consecutive frames)
     store_latents: bool = True  # keep x_T, z and the face track under <output>/latents/ for later edits
     reuse_latents: bool = True  # a video whose latents exist for this model and N skips detection and inversion
@@ -89,15 +92,18 @@ class EditJobConfig:
     face: FaceConfig = field(default_factory=FaceConfig)
     frontend: StageConfig = field(default_factory=StageConfig)
     generate: GenerateStageConfig = field(default_factory=GenerateStageConfig)
-    writer: WriterStageConfig = field(default_factory=WriterStageConfig)
+    writer: WriterTaskConfig = field(default_factory=WriterTaskConfig)
+    # The Ray task that optimises a video's clip directions beside the pipeline (jobs that keep latents). Its own
+    # block: a GPU given here (on a GPU cluster, e.g. num_gpus: 0.5 to share one) is not also given to every
+    # stage-A actor. Without latents kept the optimisation runs inside stage A, on the `frontend` resources.
+    clip_task: TaskConfig = field(default_factory=TaskConfig)
 
     def validate(self) -> None:
         if not self.input:
             raise ConfigError("config key `input`: set it to a folder/prefix of videos or a manifest file")
         if not self.output:
             raise ConfigError("config key `output`: set it to a folder or s3:// prefix for the results")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"config key `precision`: {self.precision!r} is not one of {PRECISIONS}")
+        check_precision(self.precision, "precision")
         if self.sweep_partials_after_s is not None and self.sweep_partials_after_s < 0:
             raise ConfigError("config key `sweep_partials_after_s`: an age in seconds (≥ 0), or null for never")
         if self.steps < 2:
@@ -105,13 +111,11 @@ class EditJobConfig:
         self.inversion.validate("inversion.")
         if self.chunk_frames < 1 or self.generate.batch_frames < 1:
             raise ConfigError("config keys `chunk_frames` and `generate.batch_frames` must be at least 1")
-        if self.face.align.crop_size != self.model.unet.image_size:
-            raise ConfigError(
-                f"config key `face.align.crop_size`: {self.face.align.crop_size} must equal the model's "
-                f"`model.unet.image_size` ({self.model.unet.image_size})")
+        check_crops_fit_model(self.face, self.model)
         if not self.edits and not self.store_latents:
             raise ConfigError("config key `edits`: with no edits (encode only) `store_latents` must be true")
-        for key, stage in (("frontend", self.frontend), ("generate", self.generate), ("writer", self.writer)):
+        for key, stage in (("frontend", self.frontend), ("generate", self.generate), ("writer", self.writer),
+                           ("clip_task", self.clip_task)):
             stage.validate(key)
         self.face.check_device(self.frontend.num_gpus)
         self.clip_edit.validate("clip_edit.")

@@ -21,7 +21,7 @@ from dva.errors import ConfigError, DvaError, StorageError
 from dva.runtime.weights import check_checkpoint
 from dva.pipeline.config import EditJobConfig
 from dva.runtime.config import load_job_config
-from dva.pipeline.edits import (check_clip_weights, direction_record_uri, has_clip_edits, parse_job_edits,
+from dva.pipeline.edit_resolution import (check_clip_weights, direction_record_uri, has_clip_edits, parse_job_edits,
                                 read_direction_record, write_direction_record)
 from dva.frontend import VideoTask
 from dva.runtime.inputs import VideoInput, discover_inputs
@@ -146,51 +146,181 @@ def _record_failure(cfg: EditJobConfig, summary: JobSummary, uri: str, video_id:
 
 
 def clip_task(ray, cfg: EditJobConfig):
-    """The Ray task that optimises a video's clip directions, asking for `clip_edit.resources`."""
+    """The Ray task that optimises a video's clip directions, asking for the `clip_task` resources."""
     from dva.pipeline import stages
 
-    res = cfg.clip_edit.resources
-    return ray.remote(num_cpus=res.num_cpus, num_gpus=res.num_gpus, resources=dict(res.custom))(
-        stages.optimise_video_clip_edits)
+    return ray.remote(**cfg.clip_task.ray_options())(stages.optimise_video_clip_edits)
+
+
+class _ClipDirectionTasks:
+    """Pass 1's Ray tasks that optimise each video's clip directions, one per video, each started when stage B
+    returns that video's first row (so it overlaps the inversion of the rest of the video)."""
+
+    def __init__(self, ray, cfg: EditJobConfig, tasks: list[dict]):
+        self.ray, self.cfg = ray, cfg
+        self.optimise = clip_task(ray, cfg)
+        self.tasks = {t["video_id"]: t for t in tasks}
+        self.clip_edits = {vid: [e for e in t["edits"] if has_clip_edits([e])] for vid, t in self.tasks.items()}
+        self.refs = {}
+
+    def other_edits(self, task: dict) -> dict:
+        """`task` with its clip edits left out: what pass 1 does for the video."""
+        return {**task, "edits": [e for e in task["edits"] if e not in self.clip_edits[task["video_id"]]]}
+
+    def start(self, video_id: str) -> None:
+        """Start the video's task, once, if it has clip edits."""
+        edits = self.clip_edits[video_id]
+        if edits and video_id not in self.refs:
+            t = self.tasks[video_id]
+            print(f"[dva] optimising {len(edits)} CLIP direction(s) of {redact(t['uri'])} while its frames "
+                  "are inverted", flush=True)
+            self.refs[video_id] = self.optimise.remote(self.cfg, VideoTask(t["uri"], t["key"], video_id, edits,
+                                                                           t["source"]))
+
+    def second_pass(self, summary: JobSummary, failed: set[str]) -> list[dict]:
+        """Wait for every task; note each direction beside its pair's work files and return the tasks of pass 2
+        (each video's clip edits). A video that failed in pass 1 is skipped (its clip edits were recorded failed
+        with the rest); one whose optimisation fails gets its clip edits recorded failed, and other videos go on."""
+        second = []
+        for vid, ref in self.refs.items():
+            if vid in failed:
+                continue
+            try:
+                directions = self.ray.get(ref)
+            except Exception as err:
+                cause = getattr(err, "cause", None) or err
+                _record_failure(self.cfg, summary, self.tasks[vid]["uri"], vid, self.clip_edits[vid],
+                                f"{type(cause).__name__}: {cause}")
+                continue
+            for edit, d in directions.items():
+                write_direction_record(direction_record_uri(self.cfg.output, vid, edit), d["uri"], d["cached"])
+            second.append({**self.tasks[vid], "edits": self.clip_edits[vid]})
+        return second
 
 
 def _run_clip_edits_beside_inversion(cfg: EditJobConfig, tasks: list[dict], summary: JobSummary) -> None:
-    """Clip edits in two passes (see `dva.pipeline.edits`): pass 1 runs every other edit and inverts every video,
-    starting each video's direction optimisation as a Ray task once stage B has its first chunk; pass 2 decodes
-    the clip edits from the stored x_T with the directions from the cache."""
-    ray = init_ray(cfg.ray_address, cfg.progress)
-    optimise = clip_task(ray, cfg)
-    by_id = {t["video_id"]: t for t in tasks}
-    clip = {vid: [e for e in t["edits"] if has_clip_edits([e])] for vid, t in by_id.items()}
-    refs = {}
-
-    def start(video_id: str) -> None:
-        if clip[video_id] and video_id not in refs:
-            t = by_id[video_id]
-            print(f"[dva] optimising {len(clip[video_id])} CLIP direction(s) of {redact(t['uri'])} while its frames "
-                  "are inverted", flush=True)
-            refs[video_id] = optimise.remote(cfg, VideoTask(t["uri"], t["key"], video_id, clip[video_id],
-                                                               t["source"]))
-
-    first = [{**t, "edits": [e for e in t["edits"] if e not in clip[t["video_id"]]]} for t in tasks]
-    failed = _run(cfg, first, summary, False, on_video_started=start,
-         quiet_encodes=frozenset(t["video_id"] for t in first if not t["edits"]),
-         failure_edits={vid: t["edits"] for vid, t in by_id.items()})
-    second = []
-    for vid, ref in refs.items():
-        if vid in failed:  # its clip edits are recorded failed with the rest of its edits
-            continue
-        try:
-            directions = ray.get(ref)
-        except Exception as err:  # that video's clip edits fail; its other edits are done, other videos go on
-            cause = getattr(err, "cause", None) or err
-            _record_failure(cfg, summary, by_id[vid]["uri"], vid, clip[vid], f"{type(cause).__name__}: {cause}")
-            continue
-        for edit, d in directions.items():
-            write_direction_record(direction_record_uri(cfg.output, vid, edit), d["uri"], d["cached"])
-        second.append({**by_id[vid], "edits": clip[vid]})
+    """Clip edits in two passes (see `dva.pipeline.edit_resolution`): pass 1 runs every other edit and inverts every
+    video while each video's directions are optimised beside it; pass 2 decodes the clip edits from the stored x_T
+    with the directions from the cache."""
+    directions = _ClipDirectionTasks(init_ray(cfg.ray_address, cfg.progress), cfg, tasks)
+    first = [directions.other_edits(t) for t in tasks]
+    failed = _run(cfg, first, summary, False, on_video_started=directions.start,
+                  quiet_encodes=frozenset(t["video_id"] for t in first if not t["edits"]),
+                  failure_edits={t["video_id"]: t["edits"] for t in tasks})
+    second = directions.second_pass(summary, failed)
     if second:
         _run(cfg, second, summary, True, count_frames=False)
+
+
+def _start_stages(ray, cfg: EditJobConfig, tasks: list[dict], key: LatentKey, clip_edits: bool):
+    """Stages A and B over `tasks` as one Ray Data stream of stage B's result rows (it starts when read)."""
+    from dva.pipeline.stages import GenerateStage, PrepareStage
+
+    # Ray Data restarts a lost stage actor and retries its batch by itself.
+    ds = ray.data.from_items(tasks, override_num_blocks=len(tasks))
+    ds = ds.map_batches(PrepareStage, fn_constructor_kwargs={"cfg": cfg, "key": key, "clip_edits": clip_edits},
+                        batch_size=1, compute=actor_pool(cfg.frontend), **cfg.frontend.ray_options())
+    return ds.map_batches(GenerateStage, fn_constructor_kwargs={"cfg": cfg},
+                          batch_size=max(1, cfg.generate.batch_frames // cfg.chunk_frames),
+                          compute=actor_pool(cfg.generate), **cfg.generate.ray_options())
+
+
+class _PassResults:
+    """The driver's side of one pass: takes stage B's result rows, gathers the chunks of each (video, edit), starts
+    the pair's stage C task when its last chunk is back and records every finished pair in the manifest."""
+
+    def __init__(self, ray, cfg: EditJobConfig, tasks: list[dict], summary: JobSummary, key: LatentKey, *,
+                 on_video_started: Optional[Callable[[str], None]], quiet_encodes: frozenset,
+                 failure_edits: dict[str, list[str]], count_frames: bool):
+        self.ray, self.cfg, self.summary, self.key = ray, cfg, summary, key
+        self.on_video_started, self.quiet_encodes = on_video_started, quiet_encodes
+        self.failure_edits, self.count_frames = failure_edits, count_frames
+        # A stage C task lost with its worker is run again, `writer.retries` times.
+        self.finalize = ray.remote(**cfg.writer.ray_options(), max_retries=cfg.writer.retries)(_finalize_pair)
+        self.tasks = {t["video_id"]: t for t in tasks}
+        self.started = {vid: time.time() for vid in self.tasks}
+        self.chunks_done: dict[tuple[str, str], set[int]] = defaultdict(set)
+        self.pairs_left = {vid: max(1, len(t["edits"])) for vid, t in self.tasks.items()}
+        self.finished: set[tuple[str, str]] = set()  # (video, edit) pairs whose every chunk came back
+        self.failed: set[str] = set()
+        self.pending = []  # stage C tasks not recorded yet
+
+    def take(self, row: dict) -> None:
+        """One stage B row: a chunk of a (video, edit), or the error of a video (whose later rows are dropped)."""
+        vid = row["video_id"]
+        self.summary.unet_calls += int(row["unet_calls"])
+        if vid in self.failed:
+            return
+        if row["error"]:
+            self._fail_video(row)
+            return
+        if self.on_video_started is not None:
+            self.on_video_started(vid)
+        if self._add_chunk(row):
+            self._complete_pair(row)
+            self._collect(block=False)
+
+    def _fail_video(self, row: dict) -> None:
+        """Record the video failed for its edits not yet handed to stage C."""
+        vid = row["video_id"]
+        self.failed.add(vid)
+        edits = self.failure_edits.get(vid, self.tasks[vid]["edits"]) or [""]
+        _record_failure(self.cfg, self.summary, row["uri"], vid, [e for e in edits if (vid, e) not in self.finished],
+                        row["error"])
+
+    def _add_chunk(self, row: dict) -> bool:
+        """Note the chunk as done (and count its frames once per video, whatever the edits); whether it was the last
+        one of its (video, edit)."""
+        vid, edit = row["video_id"], str(row["edit"])
+        done = self.chunks_done[(vid, edit)]
+        done.add(int(row["chunk"]))
+        if self.count_frames and edit == (self.tasks[vid]["edits"] or [""])[0]:
+            self.summary.frames += int(row["frames"])
+        return len(done) >= int(row["num_chunks"])
+
+    def _complete_pair(self, row: dict) -> None:
+        """Every chunk of the pair is back: after the video's last pair commit its latents; then start the pair's
+        stage C task, or for an encode-only video record its latents as the output."""
+        vid, edit = row["video_id"], str(row["edit"])
+        task = self.tasks[vid]
+        self.finished.add((vid, edit))
+        self.pairs_left[vid] -= 1
+        if self.pairs_left[vid] == 0 and self.cfg.store_latents:
+            LatentStore(self.cfg.output, vid).commit(self.key, int(row["num_frames"]), int(row["num_chunks"]),
+                                                     row["uri"], task["source"])
+        if edit:
+            self.pending.append(self.finalize.remote(self.cfg, row["uri"], row["key"], vid, edit,
+                                                     int(row["num_chunks"]), self.started[vid], task["fingerprint"]))
+        elif vid not in self.quiet_encodes:
+            self._record_encoded(row)
+
+    def _record_encoded(self, row: dict) -> None:
+        vid = row["video_id"]
+        result = ResultRow(row["uri"], vid, "", "ok", frames=int(row["num_frames"]),
+                           seconds=time.time() - self.started[vid],
+                           output=join(LatentStore(self.cfg.output, vid).root, "meta.json"),
+                           fingerprint=self.tasks[vid]["fingerprint"])
+        write_result(self.cfg.output, result)
+        _record(self.cfg, self.summary, {"video": result.video, "edit": "", "status": "ok", "frames": result.frames,
+                                         "output": result.output})
+
+    def _collect(self, block: bool) -> None:
+        """Record finished stage C tasks (one line each); with `block`, until none is left."""
+        while self.pending:
+            ready, self.pending = self.ray.wait(self.pending, num_returns=1, timeout=None if block else 0)
+            for ref in ready:
+                _record(self.cfg, self.summary, self.ray.get(ref))
+            if not ready:
+                return
+
+    def finish(self) -> set[str]:
+        """Wait for every stage C task, remove the work files of the failed videos' chunks that did get through;
+        return the ids of those videos."""
+        self._collect(block=True)
+        for vid in self.failed:
+            remove_prefix(join(self.cfg.output, ".work", vid))
+        remove_empty_folder(join(self.cfg.output, ".work"))
+        return self.failed
 
 
 def _run(cfg: EditJobConfig, tasks: list[dict], summary: JobSummary, clip_edits: bool, *,
@@ -201,77 +331,15 @@ def _run(cfg: EditJobConfig, tasks: list[dict], summary: JobSummary, clip_edits:
     manifest row of their own; a video that fails (in stage A, or in stage B for any of its chunks) is recorded as
     failed for those of `failure_edits[video_id]` (default: its edits in this pass) not already handed to stage C,
     and its later rows are dropped."""
-    failure_edits = failure_edits or {}
     ray = init_ray(cfg.ray_address, cfg.progress)
-    from dva.pipeline.stages import GenerateStage, PrepareStage, latent_key
+    from dva.pipeline.stages import latent_key
 
-    # Ray Data restarts a lost stage actor and retries its batch by itself; stage C tasks retry `writer.retries` times.
-    finalize = ray.remote(**cfg.writer.ray_options(), max_retries=cfg.writer.retries)(_finalize_pair)
-    ds = ray.data.from_items(tasks, override_num_blocks=len(tasks))
     key = latent_key(cfg)  # hashed once per process: the stages get the result
-    ds = ds.map_batches(PrepareStage, fn_constructor_kwargs={"cfg": cfg, "key": key, "clip_edits": clip_edits},
-                        batch_size=1, compute=actor_pool(cfg.frontend), **cfg.frontend.ray_options())
-    ds = ds.map_batches(GenerateStage, fn_constructor_kwargs={"cfg": cfg},
-                        batch_size=max(1, cfg.generate.batch_frames // cfg.chunk_frames),
-                        compute=actor_pool(cfg.generate), **cfg.generate.ray_options())
-
-    by_id = {t["video_id"]: t for t in tasks}
-    started = {vid: time.time() for vid in by_id}
-    chunks_done: dict[tuple[str, str], set[int]] = defaultdict(set)
-    pairs_left = {t["video_id"]: max(1, len(t["edits"])) for t in tasks}
-    pending = []
-    failed: set[str] = set()
-    finished: set[tuple[str, str]] = set()  # (video, edit) pairs whose every chunk came back
-
-    def collect(block: bool) -> None:
-        """Record finished stage C tasks as they finish (one line each); with `block`, until none is left."""
-        nonlocal pending
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1, timeout=None if block else 0)
-            for ref in ready:
-                _record(cfg, summary, ray.get(ref))
-            if not ready:
-                return
-
-    for r in ds.iter_rows():
-        vid, edit = r["video_id"], str(r["edit"])
-        summary.unet_calls += int(r["unet_calls"])
-        if vid in failed:
-            continue
-        if r["error"]:
-            failed.add(vid)
-            edits = failure_edits.get(vid, by_id[vid]["edits"]) or [""]
-            _record_failure(cfg, summary, r["uri"], vid, [e for e in edits if (vid, e) not in finished], r["error"])
-            continue
-        if on_video_started is not None:
-            on_video_started(vid)
-        chunks_done[(vid, edit)].add(int(r["chunk"]))
-        if count_frames and edit == (by_id[vid]["edits"] or [""])[0]:  # each frame once, whatever the edits
-            summary.frames += int(r["frames"])
-        if len(chunks_done[(vid, edit)]) < int(r["num_chunks"]):
-            continue
-        finished.add((vid, edit))
-        pairs_left[vid] -= 1
-        if pairs_left[vid] == 0 and cfg.store_latents:
-            LatentStore(cfg.output, vid).commit(key, int(r["num_frames"]), int(r["num_chunks"]), r["uri"],
-                                                by_id[vid]["source"])
-        if edit:
-            pending.append(finalize.remote(cfg, r["uri"], r["key"], vid, edit, int(r["num_chunks"]),
-                                           started[vid], by_id[vid]["fingerprint"]))
-        elif vid not in quiet_encodes:  # encode-only: the latents are the output
-            row = ResultRow(r["uri"], vid, "", "ok", frames=int(r["num_frames"]),
-                            seconds=time.time() - started[vid], output=join(LatentStore(cfg.output, vid).root,
-                                                                              "meta.json"),
-                            fingerprint=by_id[vid]["fingerprint"])
-            write_result(cfg.output, row)
-            _record(cfg, summary, {"video": row.video, "edit": "", "status": "ok", "frames": row.frames,
-                                   "output": row.output})
-        collect(block=False)
-    collect(block=True)
-    for vid in failed:  # the work files of its chunks that did get through
-        remove_prefix(join(cfg.output, ".work", vid))
-    remove_empty_folder(join(cfg.output, ".work"))
-    return failed
+    results = _PassResults(ray, cfg, tasks, summary, key, on_video_started=on_video_started,
+                           quiet_encodes=quiet_encodes, failure_edits=failure_edits or {}, count_frames=count_frames)
+    for row in _start_stages(ray, cfg, tasks, key, clip_edits).iter_rows():
+        results.take(row)
+    return results.finish()
 
 
 def print_summary(summary: JobSummary, output: str) -> None:

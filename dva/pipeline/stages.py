@@ -1,7 +1,8 @@
-"""Thin Ray Data wrappers around the stage functions: load models once per actor, map a batch of rows.
+"""The edit job's stages as plain callables that Ray runs: load models once per actor, map a batch of rows.
 
-The library never imports Ray; this module and `edit_job` do. Each callable class is constructed once per actor
-(`__init__` loads weights) and called per batch, so the same functions run in unit tests without Ray.
+Nothing here imports Ray: `edit_job` hands these classes to Ray Data (`map_batches`), which constructs each once
+per actor (`__init__` loads weights) and calls it per batch, and runs `optimise_video_clip_edits` as a Ray task;
+the same code runs in unit tests without Ray. Also the job's latent key (`model_fingerprint`, `latent_key`).
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ import torch
 from omegaconf import OmegaConf
 
 from dva.config import to_yaml
-from dva.diffusion import autocast_dtype
 from dva.face.landmarker import build_landmarker
 from dva.runtime.weights import load_model
 from dva.pipeline.config import EditJobConfig
 from dva.editing.edits import parse_edit
-from dva.pipeline.edits import EditResolver
+from dva.pipeline.edit_resolution import EditResolver
 from dva.pipeline.fast_unet import prepare_unet
 from dva.pipeline.generate import generate_chunks
 from dva.latents import LatentKey, LatentStore
 from dva.frontend import VideoTask, failed_row, prepare_video
+from dva.precision import autocast_dtype
 from dva.runtime.cluster import failure_reason, limit_threads, on_device, stage_device
 from dva.storage import content_digest
 
@@ -70,9 +71,9 @@ class PrepareStage:
     """Stage A: one video per call → a stream of chunk rows (or one failed row naming the error).
 
     With `clip_edits` (some video of the job has a clip edit) the actor keeps the whole model, UNet included, and
-    resolves each such video's direction before its first chunk leaves (`dva.pipeline.edits`), on its own device
-    (`frontend.num_gpus`): from the cache when `optimise_video_clip_edits` already ran (the job's second pass),
-    else by optimising it here (jobs that keep no latents).
+    resolves each such video's direction before its first chunk leaves (`dva.pipeline.edit_resolution`), on its
+    own device (`frontend.num_gpus`): from the cache when `optimise_video_clip_edits` already ran (the job's second
+    pass), else by optimising it here (jobs that keep no latents).
     """
 
     def __init__(self, cfg: EditJobConfig, key: LatentKey, clip_edits: bool = False):
@@ -133,11 +134,11 @@ def optimise_video_clip_edits(cfg: EditJobConfig, task: VideoTask) -> dict[str, 
     stored for it; {edit: {"uri", "cached"}}. Runs as a Ray task beside the pipeline, so the optimisation overlaps
     stage B's inversion of the same video. The model (UNet included) and CLIP stay loaded in the worker process for
     the next video of the same job."""
-    limit_threads(cfg.clip_edit.resources.num_cpus)
+    limit_threads(cfg.clip_task.num_cpus)
     key = to_yaml(cfg)  # the whole job: the resolver writes under its output and uses its clip_edit settings
     if key not in _CLIP_RESOLVERS:
         _CLIP_RESOLVERS.clear()
-        model = load_model(cfg.model, stage_device(cfg.clip_edit.resources.num_gpus))
+        model = load_model(cfg.model, stage_device(cfg.clip_task.num_gpus))
         _CLIP_RESOLVERS[key] = EditResolver(model, cfg, build_landmarker(cfg.face))
     resolver = _CLIP_RESOLVERS[key]
     track = LatentStore(cfg.output, task.video_id).load_track()

@@ -93,7 +93,7 @@ def load_encode(config: str, overrides: Sequence[str]):
 
 def check_edit(cfg, report: Report) -> None:
     from dva.pipeline.edit_job import pending_tasks
-    from dva.pipeline.edits import parse_job_edits
+    from dva.pipeline.edit_resolution import parse_job_edits
 
     check_files_exist(report, configured_files(cfg.model, "model") + face_files(cfg.face))
     check_model(report, cfg.model)  # stage B loads all of it, stage A all but the UNet
@@ -139,7 +139,7 @@ def _check_edit_specs(report: Report, cfg, edits: Sequence[str]) -> None:
     from dva.editing.direction import EditDirection
     from dva.editing.edits import parse_edit
     from dva.errors import StorageError
-    from dva.pipeline.edits import CLIP_WEIGHTS_KEY, check_clip_weights, load_job_classifier
+    from dva.pipeline.edit_resolution import CLIP_WEIGHTS_KEY, check_clip_weights, load_job_classifier
     from dva.storage import exists
 
     specs = {str(s): s for s in map(parse_edit, edits)}.values()
@@ -167,7 +167,7 @@ def _check_edit_specs(report: Report, cfg, edits: Sequence[str]) -> None:
 
 def _plan_edit(report: Report, cfg, videos: list, tasks: list[dict], skipped: int, key) -> None:
     """`key`: the job's latent key, None when the weights could not be hashed (stored latents then count as none)."""
-    from dva.pipeline.edits import has_clip_edits
+    from dva.pipeline.edit_resolution import has_clip_edits
     from dva.latents import LatentStore
 
     frames = _frames(report, [t["uri"] for t in tasks])
@@ -327,7 +327,7 @@ def load_train_classifier(config: str, overrides: Sequence[str]):
 
 def check_train_classifier(cfg, report: Report) -> None:
     from dva.editing.classifier import parse_celeba_attributes, select_attributes
-    from dva.pipeline.edits import IMAGE_SUFFIXES
+    from dva.pipeline.edit_resolution import IMAGE_SUFFIXES
 
     _device(report, cfg.device)
     face = [] if cfg.aligned else face_files(cfg.face)  # aligned crops need no front end

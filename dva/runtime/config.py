@@ -1,4 +1,5 @@
-"""Job configuration shared by every job: presets merged under a job YAML, `key=value` overrides, stage resources.
+"""Job configuration shared by every job: presets merged under a job YAML, `key=value` overrides, the Ray
+resources of tasks and stages.
 
 A job YAML names presets (`model_preset: tiny`, `face_preset: dlib`, for the edit job also `clip_edit_preset: clip`);
 their YAML is merged under `model` / `face` / `clip_edit` first, then the job YAML, then the overrides, and the
@@ -7,6 +8,7 @@ whole is validated before Ray starts.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -15,37 +17,60 @@ from omegaconf import OmegaConf
 
 from dva.config import merge_config, resolve_config_path
 from dva.errors import ConfigError
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+from dva.face.config import FaceConfig
+from dva.models.config import ModelConfig
 
 
 @dataclass
-class StageConfig:
-    """Resources of one Ray stage. `actors` is the actor-pool size (autoscaling from `min_actors` when set).
+class TaskConfig:
+    """What one Ray task (or each actor of a stage) asks for: CPUs, GPUs and custom resources.
 
-    `resources` are Ray custom resources each actor (or task) holds besides CPUs and GPUs, e.g. `{accel: 1}`: only
-    nodes that declare them run the stage, so an autoscaler starts nodes of a type that has them.
+    `resources` are Ray custom resources held besides CPUs and GPUs, e.g. `{accel: 1}`: only nodes that declare
+    them run the task, so an autoscaler starts nodes of a type that has them.
     """
 
-    actors: int = 1
-    min_actors: Optional[int] = None
     num_cpus: float = 1.0
-    num_gpus: float = 0.0
+    num_gpus: float = 0.0  # a fraction shares a GPU; above 1, whole GPUs only
     resources: dict[str, float] = field(default_factory=dict)
 
     def validate(self, key: str) -> None:
-        if self.actors < 1 or (self.min_actors is not None and not 1 <= self.min_actors <= self.actors):
-            raise ConfigError(f"config key `{key}.actors`: need 1 <= min_actors <= actors")
+        for name, amount in (("num_cpus", self.num_cpus), ("num_gpus", self.num_gpus)):
+            if not (math.isfinite(amount) and amount >= 0):
+                raise ConfigError(f"config key `{key}.{name}`: {amount} must be a finite number ≥ 0")
+        if self.num_gpus > 1 and not float(self.num_gpus).is_integer():
+            raise ConfigError(f"config key `{key}.num_gpus`: {self.num_gpus}: Ray takes a fraction of one GPU or "
+                              "whole GPUs")
         for name, amount in self.resources.items():
-            if name in ("CPU", "GPU", "memory", "object_store_memory") or amount <= 0:
+            if name in ("CPU", "GPU", "memory", "object_store_memory") or not amount > 0:
                 raise ConfigError(
                     f"config key `{key}.resources.{name}`: a custom resource name with a positive amount; set CPUs "
                     f"and GPUs with `{key}.num_cpus` / `{key}.num_gpus`")
 
     def ray_options(self) -> dict:
-        """The stage's resource request as Ray's `ray.remote` / `map_batches` keyword arguments."""
+        """The resource request as Ray's `ray.remote` / `map_batches` keyword arguments."""
         return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "resources": dict(self.resources)}
 
+
+@dataclass
+class StageConfig(TaskConfig):
+    """A Ray Data stage run by a pool of `actors` actors (autoscaling from `min_actors` when set), each asking for
+    the resources of a `TaskConfig`."""
+
+    actors: int = 1
+    min_actors: Optional[int] = None
+
+    def validate(self, key: str) -> None:
+        if self.actors < 1 or (self.min_actors is not None and not 1 <= self.min_actors <= self.actors):
+            raise ConfigError(f"config key `{key}.actors`: need 1 <= min_actors <= actors")
+        super().validate(key)
+
+
+def check_crops_fit_model(face: FaceConfig, model: ModelConfig) -> None:
+    """The front end's aligned crops are the model's input: `face.align.crop_size` must be `model.unet.image_size`."""
+    if face.align.crop_size != model.unet.image_size:
+        raise ConfigError(
+            f"config key `face.align.crop_size`: {face.align.crop_size} must equal the model's "
+            f"`model.unet.image_size` ({model.unet.image_size}): the aligned crops are the model's input")
 
 
 def preset_name(sources: Sequence, overrides: Sequence[str], key: str, default: str) -> str:

@@ -27,7 +27,7 @@ from dva.errors import ConfigError
 from dva.face.config import FaceConfig
 from dva.models.config import ModelConfig
 from dva.runtime.cli import EXIT_OK, command_parser, run_command
-from dva.runtime.config import load_job_config
+from dva.runtime.config import check_crops_fit_model, load_job_config
 from dva.runtime.cluster import configured_device
 from dva.storage import redact, write_bytes_atomic
 
@@ -74,10 +74,8 @@ class TrainClassifierConfig:
                               "of range")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"config key `device`: {self.device!r} is not one of auto, cpu, cuda")
-        if not self.aligned and self.face.align.crop_size != self.model.unet.image_size:
-            raise ConfigError(
-                f"config key `face.align.crop_size`: {self.face.align.crop_size} must equal the model's "
-                f"`model.unet.image_size` ({self.model.unet.image_size})")
+        if not self.aligned:
+            check_crops_fit_model(self.face, self.model)
 
 
 def load_train_classifier_config(name_or_path: str, overrides: Sequence[str] = ()) -> TrainClassifierConfig:

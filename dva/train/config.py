@@ -17,7 +17,7 @@ from dva.config import merge_config, resolve_config_path
 from dva.errors import ConfigError
 from dva.face.config import FaceConfig
 from dva.models.config import ModelConfig
-from dva.runtime.config import StageConfig, load_job_config, preset_name
+from dva.runtime.config import StageConfig, check_crops_fit_model, load_job_config, preset_name
 from dva.train.loop import OptimConfig
 
 
@@ -42,10 +42,7 @@ class PreprocessJobConfig:
             raise ConfigError("config key `output`: set it to a folder or s3:// prefix for the training shards")
         if self.chunk_frames < 1:
             raise ConfigError("config key `chunk_frames` must be at least 1")
-        if self.face.align.crop_size != self.model.unet.image_size:
-            raise ConfigError(
-                f"config key `face.align.crop_size`: {self.face.align.crop_size} must equal the model's "
-                f"`model.unet.image_size` ({self.model.unet.image_size}): crops are stored at the training size")
+        check_crops_fit_model(self.face, self.model)  # crops are stored at the training size
         self.frontend.validate("frontend")
         self.face.check_device(self.frontend.num_gpus)
 

@@ -13,13 +13,11 @@ from typing import Optional
 import torch
 from torch import nn
 
-from dva.diffusion.ddim import autocast_dtype
 from dva.diffusion.losses import dva_loss
 from dva.errors import ConfigError
 from dva.models.autoencoder import DiffusionVideoAutoencoder
 from dva.models.ema import EMA
-
-AMP_CHOICES = ("auto", "none", "bf16", "fp16")
+from dva.precision import autocast_dtype, check_precision
 
 
 @dataclass
@@ -28,12 +26,11 @@ class OptimConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
     reg_weight: float = 1.0
-    # auto = bf16 autocast on CUDA, none on CPU. fp16 adds a gradient scaler.
+    # A precision (dva.precision): auto = bf16 autocast on CUDA, fp32 on CPU. fp16 adds a gradient scaler.
     amp: str = "auto"
 
     def validate(self) -> None:
-        if self.amp not in AMP_CHOICES:
-            raise ConfigError(f"config key `optim.amp`: {self.amp!r} is not one of {AMP_CHOICES}")
+        check_precision(self.amp, "optim.amp")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"config key `optim.ema_decay`: {self.ema_decay} is not in [0, 1)")
         if self.lr <= 0 or self.grad_clip <= 0:

@@ -26,12 +26,12 @@ import cv2
 import numpy as np
 import torch
 
+from dva.precision import autocast_dtype
 from dva.runtime.cli import EXIT_OK, command_parser, run_command
 from dva.runtime.weights import load_model
 from dva.runtime.cluster import init_ray, limit_threads
 from dva.storage import canonical_uri, is_remote, redact
 from dva.train.config import TrainJobConfig, load_train_config
-from dva.diffusion import autocast_dtype
 from dva.train.loop import TrainState, create_train_state, train_step
 from dva.train.preview import pick_preview_rows, sample_grid
 from dva.train.sampler import DataPosition, VideoBatchSampler

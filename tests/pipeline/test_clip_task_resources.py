@@ -1,4 +1,4 @@
-"""The CLIP direction task asks Ray for `clip_edit.resources`, not for stage A's (`frontend`) resources."""
+"""The CLIP direction task asks Ray for the `clip_task` resources, not for stage A's (`frontend`) resources."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def test_clip_task_is_submitted_with_its_own_resources(ray_with_a_clip_node, tmp
     ray = ray_with_a_clip_node
     cfg = load_job_config(EditJobConfig, "local_tiny", [
         f"input={tmp_path}", f"output={tmp_path / 'out'}", "frontend.num_cpus=0.5",
-        "clip_edit.resources.num_cpus=0.25", "clip_edit.resources.custom.clip_node=1"])
+        "clip_task.num_cpus=0.25", "clip_task.resources.clip_node=1"])
 
     def assigned_resources(cfg, task):  # stands in for the optimisation: reports what Ray gave the task
         return ray.get_runtime_context().get_assigned_resources()

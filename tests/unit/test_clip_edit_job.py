@@ -11,7 +11,7 @@ from dva.editing.clip_direction import _settings as clip_settings
 from dva.errors import ConfigError, MissingWeightsError
 from dva.pipeline.config import EditJobConfig
 from dva.runtime.config import load_job_config
-from dva.pipeline.edits import parse_job_edits
+from dva.pipeline.edit_resolution import parse_job_edits
 
 SPEC = 'clip:"face":"face with beard":0.5'
 
@@ -49,14 +49,14 @@ def test_clip_preset_sits_under_clip_edit_with_overrides_and_prefixed_errors(tmp
 
 
 def test_clip_task_resources_are_their_own_block_and_validated(tmp_path):
-    cfg = job(tmp_path, "clip_edit.resources.num_gpus=0.5", "clip_edit.resources.custom.clip_node=1")
-    assert (cfg.clip_edit.resources.num_cpus, cfg.clip_edit.resources.num_gpus) == (1.0, 0.5)
-    assert cfg.clip_edit.resources.custom == {"clip_node": 1.0} and cfg.frontend.num_gpus == 0
+    cfg = job(tmp_path, "clip_task.num_gpus=0.5", "clip_task.resources.clip_node=1")
+    assert (cfg.clip_task.num_cpus, cfg.clip_task.num_gpus) == (1.0, 0.5)
+    assert cfg.clip_task.resources == {"clip_node": 1.0} and cfg.frontend.num_gpus == 0
     # Where the task runs does not change the direction: the cache key ignores the block.
     assert clip_settings(cfg.clip_edit) == clip_settings(job(tmp_path).clip_edit)
-    for override, key in (("clip_edit.resources.num_gpus=1.5", "num_gpus"), ("clip_edit.resources.num_cpus=-1",
-                          "num_cpus"), ("clip_edit.resources.custom.clip_node=-2", r"custom\.clip_node")):
-        with pytest.raises(ConfigError, match=rf"config key `clip_edit\.resources\.{key}`"):
+    for override, key in (("clip_task.num_gpus=1.5", "num_gpus"), ("clip_task.num_cpus=-1", "num_cpus"),
+                          ("clip_task.resources.clip_node=-2", r"resources\.clip_node")):
+        with pytest.raises(ConfigError, match=rf"config key `clip_task\.{key}`"):
             job(tmp_path, override)
 
 

@@ -13,7 +13,7 @@ from dva.models.autoencoder import DiffusionVideoAutoencoder
 from dva.models.config import ModelConfig
 from dva.pipeline.config import EditJobConfig
 from dva.runtime.config import load_job_config
-from dva.pipeline.edits import EditResolver
+from dva.pipeline.edit_resolution import EditResolver
 from dva.samples import load_photo
 
 

@@ -34,7 +34,7 @@ import torch
 
 from dva.editing.artifact import identity_encoder_id
 from dva.editing.classifier import AttributeClassifier
-from dva.editing.clip_direction import (ClipDirectionalLoss, ClipEditResult, load_clip, model_fingerprint,
+from dva.editing.clip_direction import (ClipDirectionalLoss, ClipEditResult, hash_model, load_clip,
                                        optimise_clip_direction)
 from dva.editing.direction import EditDirection
 from dva.editing.edits import EditSpec, edited_identity, parse_edit, parse_edits
@@ -164,7 +164,7 @@ class EditResolver:
         self._directions: dict[str, EditDirection] = {}
         self._classifier: AttributeClassifier | None = None
         self._clip: ClipDirectionalLoss | None = None
-        self._fingerprint: str | None = None
+        self._model_hash: str | None = None
         self.clip_cfg = dataclasses.replace(
             cfg.clip_edit, output_prefix=cfg.clip_edit.output_prefix or join(cfg.output, ".directions"))
 
@@ -213,12 +213,12 @@ class EditResolver:
             raise DvaError(f"edit {spec}: stage A was started without the UNet (the job found no clip edits)")
         try:
             frames = VideoCrops(task.uri, track, self.clip_cfg.frames, "clip_edit.frames")
-            if self._fingerprint is None:  # the weights never change in an actor: hash them once
-                self._fingerprint = model_fingerprint(self.model, self.encoder_id)
+            if self._model_hash is None:  # the weights never change in an actor: hash them once
+                self._model_hash = hash_model(self.model, self.encoder_id)
             result = optimise_clip_direction(
                 self.model, frames, spec.source, spec.target, self.clip_cfg, clip=self.clip_loss,
                 mask=frames.masks(self.model, self.cfg.face.mask.brow_lift), source_id=task.video_id,
-                fingerprint=self._fingerprint)
+                model_hash=self._model_hash)
         except DvaError as err:
             raise DvaError(f"CLIP edit {spec}: {err}") from None
         meta = result.direction.metadata
