@@ -184,8 +184,10 @@ def demand(job: dict) -> list[tuple[float, float]]:
     if stem == "train":
         per_worker = cfg.scaling.resources_per_worker
         return [(per_worker.get("CPU", 1), per_worker.get("GPU", 0))] * cfg.scaling.num_workers
-    stages = [cfg.frontend, cfg.generate, cfg.writer] if stem == "edit" else [cfg.frontend]
-    return [(s.num_cpus, s.num_gpus) for s in stages for _ in range(s.actors)]
+    pools = [cfg.frontend, cfg.generate] if stem == "edit" else [cfg.frontend]
+    tasks = [cfg.writer] if stem == "edit" else []  # stage C runs as tasks: at least one must find room
+    return [(s.num_cpus, s.num_gpus) for s in pools for _ in range(s.actors)] + [(s.num_cpus, s.num_gpus)
+                                                                                 for s in tasks]
 
 
 def place(bundles: list[tuple[float, float]], pods: list[list[float]]) -> list[tuple[float, float]]:
