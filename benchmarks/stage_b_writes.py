@@ -1,8 +1,8 @@
 """Stage B with outputs on S3: its writes in the UNet's thread (`generate.write_queue=0`) vs the background writer.
 
 Runs `dva.pipeline.generate.generate_chunks` — the edit job's stage B as its actors call it — on synthetic chunk rows
-of several videos with a few edits each, writing x_T and the edited crops to a local S3 server (moto, over HTTP, as
-in the tests), once per queue size, and prints frames/s (median of the repeats, with min and max), the seconds
+of several videos with a few edits each, writing x_T and the edited crops to a local S3 server (moto, over HTTP, in a
+process of its own as a remote endpoint would be), once per queue size, and prints frames/s (median of the repeats, with min and max), the seconds
 the writes themselves took per call (in whichever thread), and the process's peak RSS. On a GPU the UNet part shrinks and the share the background writer hides grows.
 
     python benchmarks/stage_b_writes.py --model tiny --queues 0,8 --repeats 3
@@ -72,7 +72,11 @@ def main() -> None:
     parser.add_argument("--batch-frames", type=int, default=16)
     parser.add_argument("--queues", default="0,8", help="generate.write_queue values to compare")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); as stage B's "
+                        "`generate.num_cpus` sets them, so the writer may or may not have a core of its own")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     model = load_model(load_config(ModelConfig, args.model, group="model")).eval()
@@ -82,12 +86,12 @@ def main() -> None:
     stage_b.write_bytes_atomic = timed_writes  # x_T goes through LatentStore: time it there too
     import dva.latents as latents
     latents.write_bytes_atomic = timed_writes
-    s3 = MotoS3().start()
+    s3 = MotoS3(own_process=True).start()
     try:
         bucket = s3.make_bucket()
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; model {args.model} "
               f"({model.image_size}px), N={args.steps}, {len(rows)} chunks × {args.frames} frames × {args.edits} "
-              f"edits per call, outputs on a local S3 server (moto)")
+              f"edits per call, outputs on a local S3 server (moto, own process)")
         print(f"{'write_queue':>11} {'frames':>6} {'s/call med':>10} {'min':>7} {'max':>7} {'frames/s':>9} "
               f"{'writes s/call':>13} {'peak RSS MiB':>12}")
         for queue in (int(q) for q in args.queues.split(",")):
