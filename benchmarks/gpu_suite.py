@@ -379,9 +379,12 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def stage_b_rows(table: Table, runner: Runner, path: FastPath, batch: int, steps: int, bare_fps: float) -> None:
     """generate_chunks on synthetic chunk rows of 4 videos (crops, codes), writing to a temporary output."""
+    from dva.pipeline.config import GenerateStageConfig
     from dva.pipeline.generate import generate_chunks
+    from dva.runtime.background import BackgroundWriter
 
     model, device = runner.model, runner.device
+    writer = BackgroundWriter(GenerateStageConfig().write_queue)  # as the stage's actors write
 
     s, chunk = model.image_size, max(1, batch // 2)
     rng = np.random.default_rng(0)
@@ -403,7 +406,7 @@ def stage_b_rows(table: Table, runner: Runner, path: FastPath, batch: int, steps
             def run():
                 results = generate_chunks(model, rows, output=out, steps=steps, batch_frames=batch,
                                           store_latents=True, inversion=InversionConfig(),
-                                          device=device, autocast_dtype=path.dtype,
+                                          device=device, autocast_dtype=path.dtype, writer=writer,
                                           memory_format=path.memory_format)
                 # stage B contains failures in error rows (out of memory included): never time those as throughput
                 failed = [r["error"] for r in results if r["error"]]

@@ -9,7 +9,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import subprocess
+import sys
 import tempfile
+import time
 import uuid
 
 import s3fs
@@ -31,13 +34,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class MotoS3:
-    """`start()` the server and set the environment; `stop()` restores both. `make_bucket()` gives `s3://name`."""
+class _ServerProcess:
+    """moto's server in a process of its own (for benchmarks: its request handling then takes no time from the
+    measured process's threads, as a remote S3 endpoint would not)."""
 
-    def __init__(self):
+    def __init__(self, port: int):
+        self.port, self._process = port, None
+
+    def start(self) -> None:
+        self._process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"moto's server did not listen on port {self.port} within 30 s")
+
+    def stop(self) -> None:
+        self._process.terminate()
+        self._process.wait(10)
+
+
+class MotoS3:
+    """`start()` the server and set the environment; `stop()` restores both. `make_bucket()` gives `s3://name`.
+    The server runs in this process's threads, or with `own_process=True` in a process of its own."""
+
+    def __init__(self, own_process: bool = False):
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server = (_ServerProcess(self.port) if own_process
+                        else ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False))
         self._saved: dict[str, str | None] = {}
         self._config_dir = tempfile.TemporaryDirectory(prefix="dva-aws-")
 

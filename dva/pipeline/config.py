@@ -47,9 +47,15 @@ class GenerateStageConfig(StageConfig):
     # GroupNorm chains (norm → modulation → SiLU): `eager` (PyTorch ops, the reference) or `triton` (fused kernels,
     # dva.models.fused_norm; CUDA only).
     norm_kernels: str = "eager"
+    # Writes of x_T and edited crops waiting in the stage's background writer (dva.runtime.background) while the UNet
+    # goes on; each holds one chunk (x_T: chunk_frames × 3 × S² float32). 0: write in the UNet's thread.
+    write_queue: int = 8
 
     def validate(self, key: str = "generate") -> None:
         super().validate(key)
+        if self.write_queue < 0:
+            raise ConfigError(f"config key `{key}.write_queue`: {self.write_queue} pending writes; use 0 (write in "
+                              f"the UNet's thread) or more")
         if self.compile_mode not in COMPILE_MODES:
             raise ConfigError(f"config key `generate.compile_mode`: {self.compile_mode!r} is not one of "
                               f"{COMPILE_MODES}")

@@ -3,6 +3,10 @@
 Frames of several videos share each UNet batch. x_T is stored per chunk (when latents are kept) or loaded when a
 previous run stored it, so a repeat edit costs N UNet calls per frame instead of 2N−1. Edited crops go to the work
 area `<output>/.work/<video_id>/<edit_id>/<chunk>.npy`, where stage C picks them up in frame order.
+
+Both writes go to the stage's `BackgroundWriter`: the UNet starts its next batch (the next edit, or the generation
+after an inversion) while the previous results travel to storage. A call returns its result rows only after all of
+its writes are done, so stage C never looks for a chunk that is still on its way.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dva.diffusion.inversion import InversionConfig, invert as invert_x0
 from dva.models.autoencoder import DiffusionVideoAutoencoder
 from dva.latents import LatentStore
 from dva.runtime.manifest import edit_id
+from dva.runtime.background import BackgroundWriter
 from dva.runtime.cluster import failure_reason
 from dva.crops import crops_to_tensor, tensor_to_crops
 from dva.storage import join, write_bytes_atomic
@@ -32,6 +37,12 @@ def _result(row: dict, edit: str, frames: int = 0, unet_calls: int = 0, error: s
     return {"video_id": row["video_id"], "uri": row["uri"], "key": row["key"], "edit": edit,
             "chunk": row["chunk"], "num_chunks": row["num_chunks"], "num_frames": row["num_frames"],
             "frames": frames, "unet_calls": unet_calls, "error": error or row["error"]}
+
+
+def _write_crops(uri: str, crops: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, crops, allow_pickle=False)
+    write_bytes_atomic(uri, buf.getvalue())
 
 
 def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -61,7 +72,7 @@ def _in_batches(fn, x: torch.Tensor, cond: torch.Tensor, batch: int, memory_form
 
 def generate_chunks(model: DiffusionVideoAutoencoder, rows: list[dict], *, output: str, steps: int,
                     batch_frames: int, store_latents: bool, inversion: InversionConfig, device: torch.device,
-                    autocast_dtype: Optional[torch.dtype],
+                    autocast_dtype: Optional[torch.dtype], writer: BackgroundWriter,
                     memory_format: torch.memory_format = torch.contiguous_format) -> list[dict]:
     """Process stage-A rows; return one small row per (chunk, edit) saying what was written (or the error).
 
@@ -74,7 +85,7 @@ def generate_chunks(model: DiffusionVideoAutoencoder, rows: list[dict], *, outpu
     if not rows:
         return results
     settings = dict(output=output, steps=steps, batch_frames=batch_frames, store_latents=store_latents,
-                    inversion=inversion, autocast_dtype=autocast_dtype, memory_format=memory_format)
+                    inversion=inversion, autocast_dtype=autocast_dtype, writer=writer, memory_format=memory_format)
     try:
         return results + _generate(model, rows, device=device, **settings)
     except Exception as err:
@@ -95,10 +106,10 @@ def generate_chunks(model: DiffusionVideoAutoencoder, rows: list[dict], *, outpu
 
 def _generate(model: DiffusionVideoAutoencoder, rows: list[dict], *, output: str, steps: int, batch_frames: int,
               store_latents: bool, inversion: InversionConfig, device: torch.device,
-              autocast_dtype: Optional[torch.dtype],
+              autocast_dtype: Optional[torch.dtype], writer: BackgroundWriter,
               memory_format: torch.memory_format = torch.contiguous_format) -> list[dict]:
     """Chunks without a stored x_T are inverted by `inversion`; every edit is an N-step DDIM generation."""
-    results = []
+    results, writes = [], []
 
     def invert(x, c):
         return invert_x0(inversion, model, x, c, steps, autocast_dtype=autocast_dtype)
@@ -116,33 +127,39 @@ def _generate(model: DiffusionVideoAutoencoder, rows: list[dict], *, output: str
             return model.face_code(torch.tensor(z_id, device=device)[None],
                                    torch.tensor(rows[i]["z_lnd"], device=device))
 
-    x_T: list[Optional[torch.Tensor]] = [None] * len(rows)
-    to_invert = [i for i, r in enumerate(rows) if not r["has_x_T"]]
-    for i, r in enumerate(rows):
-        if r["has_x_T"]:
-            x_T[i] = _to_device(torch.from_numpy(LatentStore(output, r["video_id"]).load_x_T(r["chunk"])), device)
-    if to_invert:
-        x0 = _to_device(crops_to_tensor(np.concatenate([rows[i]["crops"] for i in to_invert])), device)
-        c = torch.cat([cond(i, rows[i]["z_id"]) for i in to_invert])
-        inverted = _in_batches(invert, x0, c, batch_frames, memory_format)
-        for i, part in zip(to_invert, inverted.split([sizes[i] for i in to_invert])):
-            x_T[i] = part
-            if store_latents:
-                LatentStore(output, rows[i]["video_id"]).save_x_T(rows[i]["chunk"], part.cpu().numpy())
+    try:
+        x_T: list[Optional[torch.Tensor]] = [None] * len(rows)
+        to_invert = [i for i, r in enumerate(rows) if not r["has_x_T"]]
+        for i, r in enumerate(rows):
+            if r["has_x_T"]:
+                stored = LatentStore(output, r["video_id"]).load_x_T(r["chunk"])
+                x_T[i] = _to_device(torch.from_numpy(stored), device)
+        if to_invert:
+            x0 = _to_device(crops_to_tensor(np.concatenate([rows[i]["crops"] for i in to_invert])), device)
+            c = torch.cat([cond(i, rows[i]["z_id"]) for i in to_invert])
+            inverted = _in_batches(invert, x0, c, batch_frames, memory_format)
+            for i, part in zip(to_invert, inverted.split([sizes[i] for i in to_invert])):
+                x_T[i] = part
+                if store_latents:
+                    writes.append(writer.submit(LatentStore(output, rows[i]["video_id"]).save_x_T, rows[i]["chunk"],
+                                                part.cpu().numpy()))
 
-    edits = [json.loads(r["edits"]) for r in rows]
-    for i, r in enumerate(rows):
-        if not edits[i]:  # encode-only: the chunk is done once its x_T is stored
-            results.append(_result(r, "", sizes[i], 0 if r["has_x_T"] else inverse_calls * sizes[i]))
-    for k in range(max(len(e) for e in edits)):
-        members = [i for i, e in enumerate(edits) if len(e) > k]
-        c = torch.cat([cond(i, rows[i]["z_edits"][k]) for i in members])
-        edited = _in_batches(generate, torch.cat([x_T[i] for i in members]), c, batch_frames, memory_format)
-        for i, part in zip(members, edited.split([sizes[i] for i in members])):
-            r = rows[i]
-            buf = io.BytesIO()
-            np.save(buf, tensor_to_crops(part), allow_pickle=False)
-            write_bytes_atomic(work_uri(output, r["video_id"], edits[i][k], r["chunk"]), buf.getvalue())
-            calls = steps if r["has_x_T"] or k > 0 else inverse_calls + steps
-            results.append(_result(r, edits[i][k], sizes[i], calls * sizes[i]))
+        edits = [json.loads(r["edits"]) for r in rows]
+        for i, r in enumerate(rows):
+            if not edits[i]:  # encode-only: the chunk is done once its x_T is stored
+                results.append(_result(r, "", sizes[i], 0 if r["has_x_T"] else inverse_calls * sizes[i]))
+        for k in range(max(len(e) for e in edits)):
+            members = [i for i, e in enumerate(edits) if len(e) > k]
+            c = torch.cat([cond(i, rows[i]["z_edits"][k]) for i in members])
+            edited = _in_batches(generate, torch.cat([x_T[i] for i in members]), c, batch_frames, memory_format)
+            for i, part in zip(members, edited.split([sizes[i] for i in members])):
+                r = rows[i]
+                writes.append(writer.submit(_write_crops, work_uri(output, r["video_id"], edits[i][k], r["chunk"]),
+                                            tensor_to_crops(part)))
+                calls = steps if r["has_x_T"] or k > 0 else inverse_calls + steps
+                results.append(_result(r, edits[i][k], sizes[i], calls * sizes[i]))
+    except BaseException:
+        writer.settle(writes)  # this attempt's writes land before a retry writes the same keys
+        raise
+    writer.wait(writes)
     return results

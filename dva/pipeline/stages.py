@@ -25,6 +25,7 @@ from dva.pipeline.generate import generate_chunks
 from dva.latents import LatentKey, LatentStore
 from dva.frontend import VideoTask, failed_row, prepare_video
 from dva.precision import autocast_dtype
+from dva.runtime.background import BackgroundWriter
 from dva.runtime.cluster import failure_reason, limit_threads, on_device, stage_device
 from dva.storage import content_digest
 
@@ -115,6 +116,7 @@ class GenerateStage:
         self.model = self.model.to(memory_format=self.memory_format)
         self.model.unet = prepare_unet(self.model.unet, cfg.generate, self.device)
         self.dtype = autocast_dtype(cfg.precision, self.device)
+        self.writer = BackgroundWriter(cfg.generate.write_queue)
 
     def __call__(self, batch: dict) -> dict:
         limit_threads(self.cfg.generate.num_cpus)
@@ -122,7 +124,7 @@ class GenerateStage:
         results = generate_chunks(self.model, rows, output=self.cfg.output, steps=self.cfg.steps,
                                   inversion=self.cfg.inversion, batch_frames=self.cfg.generate.batch_frames,
                                   store_latents=self.cfg.store_latents, device=self.device,
-                                  autocast_dtype=self.dtype, memory_format=self.memory_format)
+                                  autocast_dtype=self.dtype, writer=self.writer, memory_format=self.memory_format)
         return {k: np.array([r[k] for r in results]) for k in results[0]} if results else {}
 
 

@@ -12,6 +12,7 @@ from dva.runtime.weights import load_model
 from dva.models.config import ModelConfig
 from dva.diffusion.inversion import InversionConfig
 from dva.pipeline.generate import generate_chunks
+from dva.runtime.background import BackgroundWriter
 
 MARKER = 1e4  # z_lnd value that makes the stand-in model run out of memory
 
@@ -48,7 +49,8 @@ def test_out_of_memory_in_a_mixed_batch_fails_only_the_video_that_fails_alone(tm
     rows = [chunk_row(model, "a", 0, 2, False), chunk_row(model, "b", 0, 2, True),
             chunk_row(model, "a", 1, 2, False), chunk_row(model, "b", 1, 2, True)]
     results = generate_chunks(fake, rows, output=str(tmp_path), steps=3, batch_frames=4, store_latents=True,
-                              inversion=InversionConfig(), device=torch.device("cpu"), autocast_dtype=None)
+                              inversion=InversionConfig(), device=torch.device("cpu"), autocast_dtype=None,
+                              writer=BackgroundWriter(8))
     by_video = {v: [r for r in results if r["video_id"] == v] for v in "ab"}
     assert [(r["chunk"], r["edit"], r["error"]) for r in by_video["a"]] == [(0, "reconstruct", ""),
                                                                             (1, "reconstruct", "")]
