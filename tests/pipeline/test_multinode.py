@@ -104,7 +104,8 @@ def test_autoscaled_job_launches_both_node_types_and_they_go_idle(s3_server, tin
         events = autoscaler_events(temp_dir)
         assert alive_worker_nodes(url) == 0, events  # every worker node removed once idle
     for kind in ("cpu", "accel"):
-        assert any(re.match(rf"Adding \d+ node\(s\) of type {kind}\.", e) for e in events), events
+        # Removed when idle, so it was launched for the job (min_workers is 0). The autoscaler's event summary has
+        # been seen to list a node type's removal but not its addition, so the addition is not asserted alone.
         assert any(re.match(rf"Removing \d+ nodes of type {kind} \(idle\)", e) for e in events), events
     rows = read_manifest(f"{bucket}/out").to_pylist()
     assert sorted(r["video"].rsplit("/", 1)[-1] for r in rows) == sorted(CLIPS)
