@@ -165,7 +165,7 @@ def local_path(uri: str | Path | None, *, config_key: str, sha256: str | None = 
         raise
     except Exception as err:  # network, credentials, bucket: all surface as one clear error
         raise MissingWeightsError(uri, config_key, f"cannot be fetched ({type(err).__name__}: "
-                                                   f"{_redact_for(uri, err)})") from None
+                                                   f"{redact(err, [str(uri)])})") from None
     return target
 
 
@@ -180,12 +180,15 @@ def check_weight_files(files: dict[str, str]) -> None:
 # --- errors and credentials -----------------------------------------------------------------------------------
 
 
-def redact(text) -> str:
+def redact(text, uris: Iterable[str] = ()) -> str:
     """`text` with credentials removed: URI user-info (`s3://key:secret@bucket`), signed-URL query values
     (Signature, X-Amz-*, token, ...), AWS access key ids, and the values of secret-looking environment variables
-    (names containing SECRET, TOKEN, PASSWORD, CREDENTIAL, ACCESS_KEY, API_KEY, PRIVATE_KEY)."""
+    (names containing SECRET, TOKEN, PASSWORD, CREDENTIAL, ACCESS_KEY, API_KEY, PRIVATE_KEY).
+    Also the user-info of every `scheme://user:password@` in `uris`, wherever `text` repeats it without the scheme
+    (a library may quote `key:secret@bucket`, as botocore's `Invalid bucket name` does)."""
     text = str(text)
     secrets = {v for k, v in os.environ.items() if _SECRET_ENV_NAME.search(k) and len(v) >= _MIN_SECRET_LEN}
+    secrets |= {s for uri in uris for s in _userinfo(uri)}
     for value in sorted(secrets, key=len, reverse=True):  # longest first: no secret is left half-replaced
         text = text.replace(value, "***")
     text = _USERINFO.sub(r"\1***@", text)
@@ -193,12 +196,13 @@ def redact(text) -> str:
     return _AWS_KEY_ID.sub("***", text)
 
 
-def _redact_for(uri, text) -> str:
-    """`redact(text)`, also removing `uri`'s user-info where a library quotes it without the scheme (botocore:
-    `Invalid bucket name "key:secret@bucket"`)."""
-    found = _USERINFO.match(str(uri))
-    userinfo = found.group(0)[len(found.group(1)):-1] if found else ""
-    return redact(str(text).replace(userinfo, "***") if userinfo else text)
+def _userinfo(text: str) -> list[str]:
+    """The `user:password` of every `scheme://user:password@` in `text`, and its password."""
+    found = []
+    for match in _USERINFO.finditer(str(text)):
+        info = match.group(0)[len(match.group(1)):-1]
+        found += [info, info.partition(":")[2]]
+    return [s for s in found if len(s) >= 4]  # shorter ones would garble the message more than they hide
 
 
 @contextlib.contextmanager
@@ -216,12 +220,12 @@ def _reporting(uri, action: str) -> Iterator[None]:
     except StorageError:
         raise
     except FileNotFoundError as err:
-        detail = _redact_for(uri, err.strerror or err)
+        detail = redact(err.strerror or err, [str(uri)])
         raise StorageError(f"cannot {action} {where}: it does not exist ({detail}); {hint}") from None
     except PermissionError:
         raise StorageError(f"cannot {action} {where}: access denied; {hint}") from None
     except Exception as err:  # botocore, aiohttp and OS errors: all surface as one clear error
-        raise StorageError(f"cannot {action} {where}: {type(err).__name__}: {_redact_for(uri, err)}; {hint}") from None
+        raise StorageError(f"cannot {action} {where}: {type(err).__name__}: {redact(err, [str(uri)])}; {hint}") from None
 
 
 def _fs(uri) -> tuple[fsspec.AbstractFileSystem, str]:

@@ -22,7 +22,6 @@ import os
 import sys
 import traceback
 from typing import Callable, NoReturn, Optional, Sequence
-from urllib.parse import urlsplit
 
 from dva.errors import DvaError
 from dva.storage import redact
@@ -68,19 +67,7 @@ def error_line(prog: str, err: BaseException | str, argv: Sequence[str] = ()) ->
     those `redact` finds, and the user-info of every URI on the command line `argv` wherever the message repeats
     it (a library may quote `key:secret@bucket` without the scheme)."""
     text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())  # one line, always
-    for userinfo in sorted({u for arg in argv for u in _userinfo(arg) if len(u) >= 4}, key=len, reverse=True):
-        text = text.replace(userinfo, "***")
-    return f"{prog}: error: {redact(text)}"
-
-
-def _userinfo(arg: str) -> list[str]:
-    """The credentials in a command-line argument `URI` or `key=URI`: its `user:password` and its password."""
-    try:
-        parts = urlsplit(arg.split("=", 1)[-1])
-        found = [parts.netloc.rsplit("@", 1)[0]] if "@" in parts.netloc else []
-        return found + [parts.password] if parts.password else found
-    except ValueError:  # not a URI
-        return []
+    return f"{prog}: error: {redact(text, argv)}"
 
 
 def run_command(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]],
