@@ -90,6 +90,18 @@ def associate(detections: Iterable[Sequence[DetectedFace]], *, max_jump: float, 
     return tracks
 
 
+class _Counted:
+    """An iterable of frames' detections that counts the frames it yielded."""
+
+    def __init__(self, detections: Iterable[Sequence[DetectedFace]]):
+        self.detections, self.count = detections, 0
+
+    def __iter__(self):
+        for faces in self.detections:
+            self.count += 1
+            yield faces
+
+
 def _track(hits: _Hits, num_frames: int) -> FaceTrack:
     points = np.full((num_frames, 68, 2), np.nan, dtype=np.float32)
     for index, face in zip(hits.frames, hits.faces):
@@ -101,8 +113,8 @@ def face_tracks(detections: Iterable[Sequence[DetectedFace]], name: str, *, max_
                 min_detected_fraction: float, min_face_size: float = 0.0, min_hits: int = 2) -> list[FaceTrack]:
     """Every person's FaceTrack over the whole video (HELD outside the person's span), ordered by first hit, then
     larger face first, then left to right. NoFaceError naming `name` when no track is kept."""
-    detections = list(detections)
-    hits = associate(detections, max_jump=max_jump, max_gap=max_gap, min_face_size=min_face_size)
+    frames = _Counted(detections)  # consumed lazily: only the hits of each track are kept
+    hits = associate(frames, max_jump=max_jump, max_gap=max_gap, min_face_size=min_face_size)
     kept = [h for h in hits if len(h.frames) >= min_hits and len(h.frames) / h.span >= min_detected_fraction]
     if not kept:
         seen = max((len(h.frames) for h in hits), default=0)
@@ -110,7 +122,7 @@ def face_tracks(detections: Iterable[Sequence[DetectedFace]], name: str, *, max_
             f"{name}: no face was tracked in enough frames (the longest track has {seen} detections; a track needs "
             f"{min_hits} and a detected fraction of its span of at least {min_detected_fraction})")
     kept.sort(key=lambda h: (h.frames[0], -h.mean_size, float(h.faces[0].centre[0])))
-    return [_track(h, len(detections)) for h in kept]
+    return [_track(h, frames.count) for h in kept]
 
 
 def merge_by_identity(tracks: Sequence[FaceTrack], identities: np.ndarray, *, max_gap: int, min_cosine: float
