@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from dva.face.config import MaskConfig
+from dva.face.warp import quad_bounds
 
 JAW = slice(0, 17)
 BROWS = slice(17, 27)
@@ -25,19 +26,41 @@ class Masker(Protocol):
         ...
 
 
+def _face_outline(points: np.ndarray, brow_lift: float) -> np.ndarray:
+    """The jaw points and the brows moved `brow_lift` x brow-to-chin height further from the chin, [27, 2]: the
+    outline whose convex hull is the face with its forehead."""
+    points = np.asarray(points, np.float64)
+    brows = points[BROWS]
+    lift = (brows.mean(axis=0) - points[CHIN]) * brow_lift
+    return np.concatenate([points[JAW], brows + lift])
+
+
+def _fill_hull(outline: np.ndarray, x0: int, y0: int, width: int, height: int) -> np.ndarray:
+    """The filled convex hull of `outline` on the [height, width] bool grid whose pixel (0, 0) is pixel (x0, y0)."""
+    hull = cv2.convexHull(np.round(outline * 16).astype(np.int32))  # 4 fractional bits: sub-pixel edges
+    mask = np.zeros((height, width), np.uint8)
+    cv2.fillConvexPoly(mask, hull - np.array([x0, y0], np.int32) * 16, 1, lineType=cv2.LINE_AA, shift=4)
+    return mask > 0
+
+
 def landmark_hull_mask(points: np.ndarray, size: int, brow_lift: float) -> np.ndarray:
     """Filled convex hull of jaw points and brows moved `brow_lift` x brow-to-chin height further from the chin.
 
     `points` are the 68 landmarks in crop coordinates.
     """
-    points = np.asarray(points, np.float64)
-    brows = points[BROWS]
-    lift = (brows.mean(axis=0) - points[CHIN]) * brow_lift
-    outline = np.concatenate([points[JAW], brows + lift])
-    hull = cv2.convexHull(np.round(outline * 16).astype(np.int32))  # 4 fractional bits: sub-pixel edges
-    mask = np.zeros((size, size), np.uint8)
-    cv2.fillConvexPoly(mask, hull, 1, lineType=cv2.LINE_AA, shift=4)
-    return mask > 0
+    return _fill_hull(_face_outline(points, brow_lift), 0, 0, size, size)
+
+
+def landmark_hull_region(
+    points: np.ndarray, brow_lift: float, width: int, height: int
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The same hull for landmarks in frame pixels, rasterised over its bounding box only (frames may be 1080p):
+    (bool region, (x0, y0, x1, y1)) clipped to the `width` x `height` frame, empty when the hull is outside it."""
+    outline = _face_outline(points, brow_lift)
+    x0, y0, x1, y1 = quad_bounds(outline, width, height, margin=1)  # anti-aliased edges reach one pixel further
+    # Drawn on a grid 2 px larger all round: OpenCV's anti-aliasing differs at the edge of the image it draws on.
+    hull = _fill_hull(outline, x0 - 2, y0 - 2, x1 - x0 + 4, y1 - y0 + 4)
+    return hull[2:-2, 2:-2], (x0, y0, x1, y1)
 
 
 def feather(mask: np.ndarray, dilate_px: int, blur_px: float) -> np.ndarray:

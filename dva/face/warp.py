@@ -40,7 +40,8 @@ def quad_scale(quad: np.ndarray, size: int) -> float:
 
 
 def quad_bounds(quad: np.ndarray, width: int, height: int, margin: int = 2) -> tuple[int, int, int, int]:
-    """(x0, y0, x1, y1) of the quad plus `margin`, clipped to the frame; empty when the quad is outside it."""
+    """(x0, y0, x1, y1) of the quad (or any points [N, 2]) plus `margin`, clipped to the frame; empty when it is
+    outside the frame."""
     x0, y0 = np.floor(np.min(quad, axis=0)).astype(int) - margin
     x1, y1 = np.ceil(np.max(quad, axis=0)).astype(int) + margin + 1
     x0, y0 = max(x0, 0), max(y0, 0)
