@@ -118,9 +118,13 @@ def cluster(s3_server):  # S3 settings first: the nodes' workers inherit them
     """A head with no CPUs (the driver's node) and one node per edit stage: `front` (stage A and stage C's CPUs)
     and `accel` (stage B); yields the Cluster, its worker nodes by kind and the dashboard URL."""
     import ray
+    from ray._common.utils import get_default_ray_temp_dir
     from ray.cluster_utils import Cluster
 
     temp_dir = tempfile.mkdtemp(prefix="raymn-", dir="/tmp")  # short: socket paths must fit 107 bytes
+    # `Cluster` writes the head's address into Ray's default temp dir (`$RAY_TMPDIR/ray`, else /tmp/ray) without
+    # creating it: it exists only if some earlier test's Ray made it.
+    Path(get_default_ray_temp_dir()).mkdir(parents=True, exist_ok=True)
     head = dict(num_cpus=0, node_ip_address="127.0.0.1", gcs_server_port=free_port(), include_dashboard=True,
                 dashboard_host="127.0.0.1", dashboard_port=(dashboard := free_port()),
                 temp_dir=temp_dir, dashboard_agent_listen_port=free_port(), metrics_export_port=free_port(),
