@@ -9,7 +9,14 @@
 YAML: {kind: classifier, attributes: {Smiling: 1.5}}, {kind: direction, uri: …, scale: 0.5},
 {kind: clip, source: face, target: face with beard, scale: 0.5}, {kind: identity, uri: …}, {kind: reconstruct}.
 
-`EditSpec.edit_id` is a stable, filesystem- and URI-safe name for the outputs of an edit.
+Which faces an edit changes (dva.editing.faces): every track by default; a suffix `@SELECTOR` on the string form, or
+`faces: SELECTOR` in YAML, chooses `all`, `largest`, a track index `N` or `match:URI` (the tracks whose identity
+matches a reference image or video): `classifier:Smiling:1.5@largest`, `reconstruct@1`,
+`identity:/data/a.jpg@match:s3://b/person.jpg`. The string is split at its last '@' that starts a selector, so URIs
+may hold '@' (`direction:s3://b/x@v2.safetensors:0.5` has none).
+
+`EditSpec.edit_id` is a stable, filesystem- and URI-safe name for the outputs of an edit; an edit of every face has
+the id it had before faces could be chosen.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 from typing import Any, Iterable, Mapping, Optional
 
@@ -25,6 +32,7 @@ import torch
 
 from dva.editing.classifier import AttributeClassifier, apply_classifier_edit
 from dva.editing.direction import EditDirection, apply_direction
+from dva.editing.faces import VALID_SELECTORS, FaceSelector, parse_faces, split_selector
 from dva.errors import ConfigError
 
 KINDS = ("classifier", "direction", "clip", "identity", "reconstruct")
@@ -34,8 +42,11 @@ VALID_FORMS = """valid edit forms:
   clip:"SOURCE TEXT":"TARGET TEXT":SCALE  e.g. clip:"face":"face with beard":0.5
   identity:URI                            e.g. identity:/data/reference.jpg
   reconstruct
+each optionally followed by @FACES, the faces it changes (default all), e.g. classifier:Smiling:1.5@largest:
+  @all | @largest | @N (a track index: 0, 1, ...) | @match:URI (tracks matching a reference image or video)
 or in YAML: {kind: classifier, attributes: {NAME: SCALE, ...}} | {kind: direction, uri: URI, scale: SCALE} |
-  {kind: clip, source: TEXT, target: TEXT, scale: SCALE} | {kind: identity, uri: URI} | {kind: reconstruct}"""
+  {kind: clip, source: TEXT, target: TEXT, scale: SCALE} | {kind: identity, uri: URI} | {kind: reconstruct},
+  each with an optional `faces: all | largest | N | match:URI`"""
 _FIELDS = {"classifier": {"attributes"}, "direction": {"uri", "scale"}, "clip": {"source", "target", "scale"},
            "identity": {"uri"}, "reconstruct": set()}
 
@@ -48,6 +59,15 @@ class EditSpec:
     scale: Optional[float] = None  # direction, clip
     source: Optional[str] = None  # clip
     target: Optional[str] = None  # clip
+    faces: str = "all"  # the tracks it changes: the text of a dva.editing.faces selector, as `str` writes it
+
+    def __post_init__(self):
+        if str(parse_faces(self.faces)) != self.faces:
+            raise ConfigError(f"EditSpec faces {self.faces!r}: write it as {str(parse_faces(self.faces))!r}")
+
+    @property
+    def face_selector(self) -> FaceSelector:
+        return parse_faces(self.faces)
 
     @property
     def scales(self) -> dict[str, float]:
@@ -61,10 +81,19 @@ class EditSpec:
         for name in ("uri", "source", "target", "scale"):
             if name in _FIELDS[self.kind]:
                 d[name] = getattr(self, name)
+        if self.faces != "all":
+            d["faces"] = self.faces
         return d
 
     def __str__(self) -> str:
-        """The string form; `parse_edit(str(spec)) == spec`."""
+        """The string form; `parse_edit(str(spec)) == spec`. Every face (`all`) is written only where the text
+        would otherwise end in something that reads as a selector (an identity URI ending in `@1`)."""
+        text = self._body()
+        if self.faces == "all" and split_selector(text)[1] is None:
+            return text
+        return f"{text}@{self.faces}"
+
+    def _body(self) -> str:
         if self.kind == "classifier":
             return "classifier:" + ",".join(f"{n}:{_fmt(s)}" for n, s in self.attributes)
         if self.kind == "direction":
@@ -77,11 +106,28 @@ class EditSpec:
 
     @property
     def edit_id(self) -> str:
-        """E.g. `classifier-Smiling_p1.5-Young_m1`, `clip-face-to-face_with_beard_p0.5-1a2b3c4d`, `reconstruct`.
+        """E.g. `classifier-Smiling_p1.5-Young_m1`, `clip-face-to-face_with_beard_p0.5-1a2b3c4d`, `reconstruct`,
+        `reconstruct-faces_largest`, `reconstruct-faces_1`, `reconstruct-faces_match-1a2b3c4d`.
 
-        Letters, digits, `.`, `_` and `-` only; the same edit always gives the same id (classifier attributes in any
-        order); free text and URIs are shortened and disambiguated by a hash of the whole spec.
+        Letters, digits, `.`, `_` and `-` only, at most 128; the same edit always gives the same id (classifier
+        attributes in any order); free text and URIs are shortened and disambiguated by a hash of the whole spec.
+        An edit of every face has no faces part: its outputs keep the id they had before faces could be chosen.
         """
+        ident = replace(self, faces="all")._id_of_every_face()
+        if self.faces == "all":
+            return ident
+        selector = self.face_selector
+        faces = selector.kind
+        if selector.kind == "index":
+            faces = str(selector.index)
+        elif selector.kind == "match":
+            faces = f"match-{_digest(selector.uri)}"
+        suffix = f"-faces_{faces}"
+        if len(ident) + len(suffix) > 128:
+            ident = f"{ident[:128 - len(suffix) - 9]}-{self._hash()}"
+        return ident + suffix
+
+    def _id_of_every_face(self) -> str:
         if self.kind == "reconstruct":
             return "reconstruct"
         if self.kind == "classifier":
@@ -97,8 +143,11 @@ class EditSpec:
         return f"{self.kind}-{stem}{scale}-{self._hash()}"
 
     def _hash(self) -> str:
-        canonical = str(self) if self.kind != "classifier" else str(EditSpec(self.kind, tuple(sorted(self.attributes))))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:8]
+        return _digest(str(replace(self, attributes=tuple(sorted(self.attributes)))))
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def _slug(text: str, limit: int) -> str:
@@ -174,8 +223,30 @@ def _classifier(item: Any, attributes: Iterable[tuple[Any, Any]]) -> EditSpec:
     return EditSpec("classifier", attributes=tuple(pairs))
 
 
+def _faces(item: Any, value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise _bad(item, f"`faces` {value!r} must be text or a track index")
+    try:
+        return str(parse_faces(str(value)))
+    except ConfigError as err:
+        raise _bad(item, str(err)) from None
+
+
 def _from_string(item: str) -> EditSpec:
-    text = item.strip()
+    text, selector = split_selector(item.strip())
+    try:
+        spec = _edit_from_string(item, text)
+    except ConfigError as err:
+        if selector is None and "@" in text:  # perhaps a misspelt selector: say so beside what went wrong
+            what = str(err).split("\n", 1)[0]
+            tail = text[text.rfind("@"):]
+            raise ConfigError(f"{what}; or, if {tail!r} chooses faces, it is none of the selectors {VALID_SELECTORS}"
+                              f"\n{VALID_FORMS}") from None
+        raise
+    return spec if selector is None else replace(spec, faces=str(selector))
+
+
+def _edit_from_string(item: str, text: str) -> EditSpec:
     kind, sep, rest = text.partition(":")
     if kind not in KINDS:
         raise _bad(item, f"unknown kind {kind!r}")
@@ -211,18 +282,20 @@ def _from_string(item: str) -> EditSpec:
 def _from_mapping(item: Mapping) -> EditSpec:
     d = dict(item)
     kind = d.pop("kind", None)
+    faces = d.pop("faces", "all")
     if kind not in KINDS:
         raise _bad(item, f"`kind` must be one of {', '.join(KINDS)}; got {kind!r}")
     extra, missing = set(d) - _FIELDS[kind], _FIELDS[kind] - set(d)
     if extra or missing:
         raise _bad(item, ", ".join(x for x in (f"unknown keys {sorted(extra)}" if extra else "",
                                                 f"missing keys {sorted(missing)}" if missing else "") if x))
+    faces = _faces(item, faces)
     if kind == "classifier":
         if not isinstance(d["attributes"], Mapping):
             raise _bad(item, "`attributes` must map attribute names to scales")
-        return _classifier(item, d["attributes"].items())
-    return EditSpec(kind, **{k: _number(item, v, "the scale") if k == "scale" else _text(item, v, f"`{k}`")
-                             for k, v in d.items()})
+        return replace(_classifier(item, d["attributes"].items()), faces=faces)
+    fields = {k: _number(item, v, "the scale") if k == "scale" else _text(item, v, f"`{k}`") for k, v in d.items()}
+    return EditSpec(kind, faces=faces, **fields)
 
 
 def parse_edit(item: str | Mapping | EditSpec) -> EditSpec:

@@ -72,6 +72,10 @@ class EditJobConfig:
     output: str = ""  # a prefix (local dir or s3://...)
     # Edit specs (see dva.editing.edits); an empty list only encodes: latents are the output.
     edits: list[str] = field(default_factory=lambda: ["reconstruct"])
+    # An edit `…@match:URI` changes the face tracks whose mean identity code z̄_id has at least this cosine with the
+    # reference's (dva.editing.faces). Higher: fewer look-alikes edited, but a person filmed at a hard angle or in
+    # poor light may be missed.
+    faces_match_min_cosine: float = 0.5
     classifier: Optional[str] = None  # attribute classifier file for `classifier:NAME:SCALE` edits
     # `clip:"SOURCE":"TARGET":SCALE` edits: a preset of configs/edit_methods/ or a YAML path, merged under
     # `clip_edit` (override single keys as clip_edit.clip.weights=..., clip_edit.iterations=...). Directions are
@@ -112,6 +116,9 @@ class EditJobConfig:
         check_precision(self.precision, "precision")
         if self.sweep_partials_after_s is not None and self.sweep_partials_after_s < 0:
             raise ConfigError("config key `sweep_partials_after_s`: an age in seconds (≥ 0), or null for never")
+        if not -1.0 <= self.faces_match_min_cosine <= 1.0:
+            raise ConfigError(f"config key `faces_match_min_cosine`: {self.faces_match_min_cosine} is not a cosine "
+                              "(between -1 and 1)")
         if self.steps < 2:
             raise ConfigError(f"config key `steps`: {self.steps} is too few (at least 2 DDIM steps)")
         self.inversion.validate("inversion.")

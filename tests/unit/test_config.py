@@ -6,6 +6,8 @@ from dva.config import load_config
 from dva.errors import ConfigError
 from dva.models.autoencoder import DiffusionVideoAutoencoder
 from dva.models.config import ModelConfig
+from dva.pipeline.config import EditJobConfig
+from dva.runtime.config import load_job_config
 
 
 def test_presets_load():
@@ -54,3 +56,12 @@ def test_unknown_preset_lists_known_ones():
 def test_malformed_override():
     with pytest.raises(ConfigError, match="key=value"):
         load_config(ModelConfig, "tiny", ["unet.dropout"], group="model")
+
+
+def test_faces_match_min_cosine_is_a_cosine(tmp_path):
+    paths = [f"input={tmp_path}", f"output={tmp_path / 'out'}"]
+    assert load_job_config(EditJobConfig, "local_tiny", paths).faces_match_min_cosine == 0.5
+    lowest = load_job_config(EditJobConfig, "local_tiny", [*paths, "faces_match_min_cosine=-1"])
+    assert lowest.faces_match_min_cosine == -1
+    with pytest.raises(ConfigError, match="faces_match_min_cosine"):
+        load_job_config(EditJobConfig, "local_tiny", [*paths, "faces_match_min_cosine=1.5"])

@@ -22,6 +22,19 @@ CASES = {
     "clip:face:old face:0.25": EditSpec("clip", source="face", target="old face", scale=0.25),
     "identity:s3://bucket/ref/person.mp4": EditSpec("identity", uri="s3://bucket/ref/person.mp4"),
     "reconstruct": EditSpec("reconstruct"),
+    # the faces an edit changes: a suffix @SELECTOR, split at the last '@' that starts one
+    "classifier:Smiling:1.5@largest": EditSpec("classifier", attributes=(("Smiling", 1.5),), faces="largest"),
+    "reconstruct@1": EditSpec("reconstruct", faces="1"),
+    "identity:/data/a.jpg@match:s3://b/person.jpg": EditSpec("identity", uri="/data/a.jpg",
+                                                             faces="match:s3://b/person.jpg"),
+    'clip:"face":"face with beard":0.5@match:C:/refs/p@2x.jpg': EditSpec(
+        "clip", source="face", target="face with beard", scale=0.5, faces="match:C:/refs/p@2x.jpg"),
+    "direction:s3://b/x@v2.safetensors:0.5": EditSpec("direction", uri="s3://b/x@v2.safetensors", scale=0.5),
+    "direction:s3://b/x@v2.safetensors:0.5@0": EditSpec("direction", uri="s3://b/x@v2.safetensors", scale=0.5,
+                                                        faces="0"),
+    "identity:s3://b/me@home": EditSpec("identity", uri="s3://b/me@home"),
+    # a URI that itself ends in something that reads as a selector is written with @all after it
+    "identity:s3://b/x@1@all": EditSpec("identity", uri="s3://b/x@1"),
 }
 
 
@@ -50,17 +63,84 @@ edits:
     assert parse_edits("reconstruct") == [EditSpec("reconstruct")]
 
 
+def test_every_face_is_the_default_and_is_not_written():
+    assert parse_edit('clip:"face":"face with beard":0.5@all') == CASES['clip:"face":"face with beard":0.5']
+    assert str(parse_edit("classifier:Smiling:1.5,Young:-1@all")) == "classifier:Smiling:1.5,Young:-1"
+    assert "faces" not in parse_edit("reconstruct@all").to_dict()
+    assert str(parse_edit("reconstruct@007")) == "reconstruct@7"
+    assert str(EditSpec("identity", uri="s3://b/x@largest")) == "identity:s3://b/x@largest@all"
+    cfg = OmegaConf.create("""
+edits:
+  - {kind: classifier, attributes: {Smiling: 1.5}, faces: largest}
+  - {kind: reconstruct, faces: 1}
+  - {kind: identity, uri: /data/a.jpg, faces: "match:s3://b/person.jpg"}
+  - {kind: reconstruct, faces: all}
+""")
+    specs = parse_edits(cfg.edits)
+    assert [str(s) for s in specs] == ["classifier:Smiling:1.5@largest", "reconstruct@1",
+                                       "identity:/data/a.jpg@match:s3://b/person.jpg", "reconstruct"]
+    assert specs[2].face_selector.kind == "match" and specs[2].face_selector.uri == "s3://b/person.jpg"
+    assert specs[1].face_selector.index == 1 and specs[3].face_selector.kind == "all"
+
+
 @pytest.mark.parametrize("bad", [
     "classifer:Smiling:1", "classifier:Smiling", "classifier:Smiling:lots", "classifier:Smiling:1,Smiling:2",
     "classifier:Smiling:nan", "direction:s3://b/x.safetensors", "clip:\"face\":\"beard\"", 'clip:"face":"x":1:2',
     'clip:"face":"":1', "clip:\"face:1", "identity:", "reconstruct:now", "", {"kind": "clip", "source": "a"},
     {"kind": "direction", "uri": "x", "scale": 1, "extra": 2}, {"kind": "warp"},
     {"kind": "classifier", "attributes": ["Smiling"]}, 42,
+    "reconstruct@larget", "classifier:Smiling:1.5@Largest", "reconstruct@-1", "reconstruct@match:", "reconstruct@",
+    {"kind": "reconstruct", "faces": "biggest"}, {"kind": "reconstruct", "faces": -1}, {"kind": "reconstruct",
+                                                                                       "faces": True},
+    {"kind": "identity", "uri": "/a.jpg", "faces": "match:s3://b/p@1"}, {"kind": "reconstruct", "faces": [0]},
 ])
 def test_bad_specs_list_the_valid_forms(bad):
     with pytest.raises(ConfigError) as err:
         parse_edit(bad)
     assert "valid edit forms" in str(err.value) and "clip:\"SOURCE TEXT\":\"TARGET TEXT\":SCALE" in str(err.value)
+
+
+def test_a_misspelt_selector_is_named():
+    with pytest.raises(ConfigError, match="'@Largest' chooses faces, it is none of the selectors all | largest"):
+        parse_edit("classifier:Smiling:1.5@Largest")
+    with pytest.raises(ConfigError, match="reads as a face selector"):
+        parse_edit({"kind": "reconstruct", "faces": "match:s3://b/p@largest"})
+
+
+def test_edit_ids_of_every_face_are_unchanged():
+    """Outputs written before faces could be chosen keep their keys (ids as the code before it gave them)."""
+    before = {
+        "classifier:Smiling:1.5,Young:-1": "classifier-Smiling_p1.5-Young_m1",
+        "direction:s3://bucket/dirs/beard.safetensors:0.5": "direction-beard_p0.5-ebca5986",
+        'clip:"face":"face with beard":0.5': "clip-face-to-face_with_beard_p0.5-c5d02347",
+        "identity:s3://bucket/ref/person.mp4": "identity-person-26e60d30",
+        "direction:s3://b/x@v2.safetensors:0.5": "direction-x_v2_p0.5-5949846a",
+        "identity:/data/a.jpg": "identity-a-4821e013",
+        "reconstruct": "reconstruct",
+        "classifier:" + ",".join(f"Attribute_Number_{i}:1" for i in range(20)):
+            "classifier-Attribute_Number_0_p1-Attribute_Number_1_p1-Attribute_Number_10_p1-Attribute_Number_11_p1"
+            "-Attribute_-09dd06ed",
+    }
+    for text, ident in before.items():
+        assert parse_edit(text).edit_id == ident
+        assert parse_edit(text + "@all").edit_id == ident
+
+
+def test_edit_ids_name_the_faces():
+    assert parse_edit("classifier:Smiling:1.5@largest").edit_id == "classifier-Smiling_p1.5-faces_largest"
+    assert parse_edit("reconstruct@1").edit_id == "reconstruct-faces_1"
+    match = parse_edit("identity:/data/a.jpg@match:s3://b/person.jpg").edit_id
+    assert re.fullmatch(r"identity-a-4821e013-faces_match-[0-9a-f]{8}", match), match
+    assert match != parse_edit("identity:/data/a.jpg@match:s3://b/other.jpg").edit_id
+    long = "classifier:" + ",".join(f"Attribute_Number_{i}:1" for i in range(20))
+    ids = [parse_edit(f"{long}@{faces}").edit_id for faces in ("match:s3://b/p.jpg", "match:s3://b/q.jpg", "123456")]
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]{1,128}", i) for i in ids), ids
+    assert ids[0].endswith("-faces_match-" + ids[0][-8:]) and ids[2].endswith("-faces_123456")
+    assert len(set(ids)) == 3
+    # the same edit of other faces is another output; the same edit written twice is refused
+    assert len({s.edit_id for s in parse_edits(["reconstruct", "reconstruct@largest", "reconstruct@0"])}) == 3
+    with pytest.raises(ConfigError, match="same edit is asked for twice"):
+        parse_edits(["reconstruct", "reconstruct@all"])
 
 
 def test_edit_ids_are_safe_stable_and_distinct():
