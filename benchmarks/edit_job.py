@@ -2,10 +2,13 @@
 
     python benchmarks/edit_job.py                          # tiny model, CPU, local Ray
     python benchmarks/edit_job.py --config cluster_gpu --videos 16 --frames 64 model.checkpoint=...   # on a GPU
+    python benchmarks/edit_job.py --faces 2                # two people in every clip: compare face-frames/s
 
 Prints frames/s end to end, UNet calls per frame (2N−1 for the first edit, N for each further one and for a rerun
 with stored latents), the share of wall time spent outside the UNet (the job's time over the plain loop's), and
-the peak resident memory of the driver and of the largest Ray worker.
+the peak resident memory of the driver and of the largest Ray worker. With `--faces 2` every clip shows two people
+for its whole length and each is edited: face-frames/s (frames × faces / s) is the figure to hold against the
+one-face run's frames/s (issue 19: within 10 %).
 """
 
 from __future__ import annotations
@@ -78,13 +81,18 @@ def plain_loop_seconds(cfg: EditJobConfig, frames: int, edits: int) -> float:
     return time.perf_counter() - start
 
 
-def measure(config: str, videos: int, frames: int, size: tuple[int, int], overrides=()) -> dict:
-    """Run the job on generated clips, then the plain loop, then a further edit reusing the stored latents."""
+def measure(config: str, videos: int, frames: int, size: tuple[int, int], overrides=(), faces: int = 1) -> dict:
+    """Run the job on generated clips, then the plain loop, then a further edit reusing the stored latents.
+
+    `faces` 1: each clip shows one person (astronaut and Grace Hopper in turn); 2: both, for the whole clip."""
+    if faces not in (1, 2):
+        raise ValueError(f"faces must be 1 or 2, got {faces}")
     width, height = size
     work = Path(tempfile.mkdtemp(prefix="dva-bench-"))
     for i in range(videos):
-        make_sample_clip(work / "in" / f"clip{i}.mp4", ("astronaut", "grace_hopper")[i % 2], frames=frames,
-                         size=(width, height), seed=i, audio=True)
+        people = ("astronaut", "grace_hopper") if faces == 2 else ("astronaut", "grace_hopper")[i % 2]
+        make_sample_clip(work / "in" / f"clip{i}.mp4", people, frames=frames, size=(width, height), seed=i,
+                         audio=True)
     overrides = [f"input={work / 'in'}", f"output={work / 'out'}", "progress=false", *overrides]
     cfg = load_job_config(EditJobConfig, config, overrides)
     edits = len(cfg.edits)
@@ -94,12 +102,14 @@ def measure(config: str, videos: int, frames: int, size: tuple[int, int], overri
     ray_start = time.perf_counter() - started
     with WorkerMemory() as memory:
         first = run_edit_job(cfg)
-    plain = plain_loop_seconds(cfg, first.frames, edits)
+    plain = plain_loop_seconds(cfg, first.frames * faces, edits)  # one UNet sample per face in a frame
     # A further edit on the same output reuses the stored x_T: only generation runs.
     more = load_job_config(EditJobConfig, config, [*overrides, f"edits=[identity:{work / 'in' / 'clip1.mp4'}]"])
     second = run_edit_job(more)
     return {"cfg": cfg, "work": work, "frames": first.frames, "job_s": first.seconds, "ray_start_s": ray_start,
             "job_fps": first.frames / first.seconds, "calls_per_frame": first.unet_calls / first.frames,
+            "faces": faces, "job_face_fps": first.frames * faces / first.seconds,
+            "second_face_fps": second.frames * faces / second.seconds,
             "plain_s": plain, "plain_fps": first.frames / plain, "outside_unet": 1 - plain / first.seconds,
             "overhead": first.seconds / plain - 1,
             "second_fps": second.frames / second.seconds,
@@ -114,10 +124,12 @@ def main() -> None:
     ap.add_argument("--videos", type=int, default=4)
     ap.add_argument("--frames", type=int, default=16, help="frames per generated clip")
     ap.add_argument("--size", default="320x240", help="clip size WxH")
+    ap.add_argument("--faces", type=int, choices=(1, 2), default=1,
+                    help="people per clip, each edited (2: astronaut and Grace Hopper in every frame)")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
-    r = measure(args.config, args.videos, args.frames, (width, height), args.overrides)
+    r = measure(args.config, args.videos, args.frames, (width, height), args.overrides, args.faces)
     cfg = r["cfg"]
     print(f"config {args.config}: {args.videos} videos × {args.frames} frames at {width}x{height}, N={cfg.steps}, "
           f"{len(cfg.edits)} edit(s), batch {cfg.generate.batch_frames}, device "
@@ -130,6 +142,9 @@ def main() -> None:
     print(f"another edit with stored latents: {r['second_fps']:.2f} frames/s, "
           f"{r['second_calls_per_frame']:.1f} UNet calls per frame "
           f"(= N/(2N−1) = {cfg.steps / (2 * cfg.steps - 1):.2f} of a first edit's)")
+    print(f"per face ({args.faces} face(s) in every frame): first run {r['job_face_fps']:.2f} face-frames/s, "
+          f"another edit {r['second_face_fps']:.2f} face-frames/s (frames × faces / s: compare with the frames/s "
+          "of a --faces 1 run)")
     print(f"peak memory: driver {r['driver_mib']:.0f} MiB, largest Ray worker {r['worker_mib']:.0f} MiB")
     print(f"outputs: {r['work'] / 'out'}")
 

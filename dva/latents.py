@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -53,6 +54,11 @@ class LatentStore:
 
     def _uri(self, *parts: str) -> str:
         return join(self.root, *parts)
+
+    @property
+    def tracks_summary_uri(self) -> str:
+        """`tracks.json`: every face track stage A found in the video and the identity distances between them."""
+        return self._uri("tracks.json")
 
     def is_complete(self, key: LatentKey, source_stamp: str) -> bool:
         """Whether a committed set exists for `key` and for the source as it is now (`dva.storage.file_stamp`):
@@ -99,3 +105,17 @@ class LatentStore:
         meta = {"model_fingerprint": key.model_fingerprint, "steps": key.steps, "chunk_frames": key.chunk_frames,
                 "num_frames": num_frames, "num_chunks": num_chunks, "source": source, "source_stamp": source_stamp}
         write_bytes_atomic(self._uri("meta.json"), json.dumps(meta, indent=1).encode())
+
+
+def read_tracks_summary(output_prefix: str, video_id: str) -> Optional[dict]:
+    """The video's `tracks.json` ({"video", "num_frames", "tracks": [{"index", "first", "last", "detected",
+    "size"}], "identity_distance": T x T}), or None where the job wrote none (outputs made before it did)."""
+    uri = LatentStore(output_prefix, video_id).tracks_summary_uri
+    if not exists(uri):
+        return None
+    with open_file(uri) as f:
+        try:
+            return json.loads(f.read())
+        except ValueError as err:
+            raise StorageError(f"{redact(uri)} is not a face-track summary ({err}); delete it and rerun the job "
+                               "with reuse_latents=false to find the video's faces again") from None

@@ -137,7 +137,7 @@ def _paint_person(frame: np.ndarray, person: str, centre: tuple[float, float], f
 
 
 def render_frame(
-    people: Sequence[str],
+    people: Sequence[str | None],
     size: tuple[int, int],
     t: float,
     *,
@@ -150,12 +150,15 @@ def render_frame(
     """One upright RGB frame at time `t`: the background, then each person.
 
     The first person is centred (on the left when there is company); each further one is 0.75x smaller, right.
+    A None in `people` is an absent person who keeps their place, so the others stay where they were.
     """
     width, height = size
     frame = _background(width, height, t, seed).astype(np.float32)
     dx, dy, angle, scale = _head_pose(t, motion)
     blink = _blink_amount(t, duration) if blinks else 0.0
     for index, person in enumerate(people):
+        if person is None:
+            continue
         across = 0.5 if len(people) == 1 else (0.3 if index == 0 else 0.78)
         centre = (width * (across + dx), height * (0.5 + dy))
         face_px = face_scale * 0.75**index * min(width, height) * scale
@@ -174,6 +177,18 @@ def _write_tone(path: Path, seconds: float) -> None:
         out.writeframes((signal * 32767).astype("<i2").tobytes())
 
 
+def _person_ranges(face_range, count: int, frames: int) -> list[tuple[int, int]]:
+    """One (start, stop) per person from make_sample_clip's `face_range` (one range for all, or one per person)."""
+    if face_range is None:
+        return [(0, frames)] * count
+    if all(isinstance(bound, int) for bound in face_range):
+        return [tuple(face_range)] * count
+    if len(face_range) != count:
+        raise ValueError(f"face_range gives {len(face_range)} ranges for {count} person(s): give one (or None) "
+                         "per person")
+    return [(0, frames) if one is None else tuple(one) for one in face_range]
+
+
 def make_sample_clip(
     path: str | os.PathLike,
     person: str | Sequence[str] = "astronaut",
@@ -186,7 +201,7 @@ def make_sample_clip(
     blinks: bool = False,
     audio: bool = False,
     rotation: int = 0,
-    face_range: tuple[int, int] | None = None,
+    face_range: tuple[int, int] | Sequence[tuple[int, int] | None] | None = None,
     seed: int = 0,
     crf: int = 18,
 ) -> str:
@@ -197,6 +212,8 @@ def make_sample_clip(
     rotation: 0, 90, 180 or 270 -- frames are stored turned so a player must rotate them this far clockwise (the
     display matrix a phone writes for portrait video); decoders that honour it get the upright frames back.
     face_range: (start, stop) frame indices where the people are visible; the other frames show background only.
+    Or one (start, stop) or None (the whole clip) per person, e.g. [None, (24, 48)]: the second person enters at
+    frame 24; everyone keeps their place in the frame while another is absent.
     audio: add a sine-wave AAC track as long as the video.
     """
     people = [person] if isinstance(person, str) else list(person)
@@ -207,7 +224,7 @@ def make_sample_clip(
         raise ValueError(f"rotation must be a multiple of 90, got {rotation}")
     fps = Fraction(fps).limit_denominator(1001)
     duration = frames / float(fps)
-    start, stop = face_range if face_range is not None else (0, frames)
+    ranges = _person_ranges(face_range, len(people), frames)
     with tempfile.TemporaryDirectory(prefix="dva-sample-") as tmp:
         tone = None
         if audio:
@@ -215,7 +232,7 @@ def make_sample_clip(
             _write_tone(tone, duration)
         with VideoWriter(path, fps, audio_from=str(tone) if tone else None, crf=crf, rotation=rotation % 360) as out:
             for index in range(frames):
-                visible = people if start <= index < stop else []
+                visible = [name if start <= index < stop else None for name, (start, stop) in zip(people, ranges)]
                 frame = render_frame(visible, size, index / float(fps), duration=duration, motion=motion,
                                      face_scale=face_scale, blinks=blinks, seed=seed)
                 out.write(np.ascontiguousarray(np.rot90(frame, (rotation % 360) // 90)))

@@ -1,9 +1,9 @@
 """`dva report`: a static HTML report of an edit run, readable offline in any browser (no server, scripts or fonts).
 
 Per video: stills of the middle frame (whole frame and aligned face) of the source and each edit side by side, video
-players, the per-frame identity plot and the metrics when `dva eval` has run, and the video's errors. On top, the
-evaluation next to the paper's numbers, shaped like its tables. The report is a folder (default
-`<output>/report/`, local or s3://) whose `index.html` is written last.
+players, the per-frame identity plot and the metrics when `dva eval` has run, the faces found (one track per person)
+and the video's errors. On top, the evaluation next to the paper's numbers, shaped like its tables. The report is a
+folder (default `<output>/report/`, local or s3://) whose `index.html` is written last.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from dva.errors import DvaError, StorageError
-from dva.latents import LatentStore
+from dva.latents import LatentStore, read_tracks_summary
 from dva.metrics import paper
 from dva.runtime.cli import EXIT_FAILED, EXIT_OK, command_parser, run_command
 from dva.runtime.eval_results import eval_prefix, read_summary, read_table, summary_uri
@@ -195,6 +195,37 @@ def _video_section(folder: ReportFolder, output_prefix: str, rows: list[dict], p
     return f"<section>{''.join(parts)}</section>"
 
 
+def _faces_entry(video: str, summary: dict) -> str:
+    """One video's face tracks (frames, detections, size) and how far apart their identities are."""
+    tracks = summary["tracks"]
+    rows = [[str(t["index"]), f'{t["first"]}–{t["last"]}', f'{t["detected"]} of {t["last"] - t["first"] + 1}',
+             html.number(t["size"], ".0f")] for t in tracks]
+    distances = np.asarray(summary["identity_distance"], float).reshape(len(tracks), len(tracks))
+    pairs = distances[np.triu_indices(len(tracks), k=1)]
+    note = f"{len(tracks)} face track(s) in {summary['num_frames']} frames."
+    if pairs.size:
+        note += (f" Identity distance between tracks (1 − cosine of mean z_id): largest {pairs.max():.3f}, "
+                 f"smallest {pairs.min():.3f}.")
+    return (f"<h3>{html.esc(posixpath.basename(video))}</h3>"
+            f"{html.table(['Track', 'Frames', 'Detected frames', 'Face size (px)'], rows)}"
+            f'<p class="note">{note}</p>')
+
+
+def _faces_section(output_prefix: str, rows: list[dict]) -> str:
+    """"Faces found": the tracks of each video whose job wrote `tracks.json`; nothing for outputs without any."""
+    entries = []
+    for video_id, video in sorted({(r["video_id"], r["video"]) for r in rows}, key=lambda pair: pair[1]):
+        try:
+            summary = read_tracks_summary(output_prefix, video_id)
+        except DvaError as err:  # an unreadable summary is shown as such; the report goes on
+            entries.append(f"<h3>{html.esc(posixpath.basename(video))}</h3>"
+                           f'<p class="failed">cannot read its face tracks: {html.esc(redact(err))}</p>')
+            continue
+        if summary is not None:
+            entries.append(_faces_entry(video, summary))
+    return "<h2>Faces found</h2>" + "".join(entries) if entries else ""
+
+
 def _failures_section(rows: list[dict], pairs: dict) -> str:
     failed = [[html.esc(redact(r["video"])), html.esc(r["edit"] or "—"), "edit job",
                f'<span class="error">{html.esc(r["error"])}</span>'] for r in rows if r["status"] == "failed"]
@@ -231,7 +262,8 @@ def write_edit_report(output_prefix: str, report_prefix: Optional[str] = None,
                + _reconstruction_section(summaries.get("reconstruction")))
     videos = [_video_section(folder, output_prefix, list(group), pairs, cosines, network)
               for _, group in itertools.groupby(rows, key=lambda r: r["video_id"])]
-    body = header + summary + "<h2>Videos</h2>" + "".join(videos) + _failures_section(rows, pairs)
+    body = (header + summary + "<h2>Videos</h2>" + "".join(videos) + _faces_section(output_prefix, rows)
+            + _failures_section(rows, pairs))
     folder.write("index.html", html.page("dva edit report", body).encode())
     return join(folder.prefix, "index.html")
 

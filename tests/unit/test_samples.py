@@ -50,3 +50,19 @@ def test_sample_set_and_bad_arguments(tmp_path):
         make_sample_clip(tmp_path / "x.mp4", "mona_lisa")
     with pytest.raises(ValueError, match="multiple of 90"):
         make_sample_clip(tmp_path / "x.mp4", rotation=45)
+
+
+def test_a_second_person_enters_halfway_without_moving_the_first(sample_clip, dlib_landmarker):
+    # 480x360: the second face is 0.75x smaller (~120 px), well above dlib HOG's 80 px window; at 320x240 it is ~80 px.
+    clip = sample_clip(("astronaut", "grace_hopper"), frames=48, size=(480, 360), face_range=[None, (24, 48)])
+    faces = [dlib_landmarker.detect(frame) for frame in iter_frames(clip)]
+    assert [len(found) for found in faces] == [1] * 24 + [2] * 24
+    left = [min(found, key=lambda face: face.centre[0]) for found in faces]
+    assert all(face.centre[0] < 240 for face in left)
+    assert np.abs(left[24].centre - left[23].centre).max() < 10  # head motion only: no jump when the other enters
+    assert all(max(face.centre[0] for face in found) > 300 for found in faces[24:])
+
+
+def test_per_person_face_ranges_must_match_the_people(tmp_path):
+    with pytest.raises(ValueError, match="2 ranges for 1 person"):
+        make_sample_clip(tmp_path / "x.mp4", "astronaut", frames=2, face_range=[None, (0, 1)])
