@@ -72,6 +72,9 @@ class NotFetched(Exception):
         self.uri, self.config_key, self.size = uri, config_key, size
         super().__init__(f"{redact(uri)} (config key `{config_key}`) exists but is not fetched")
 
+    def __reduce__(self):  # pickled by its arguments: the default would call __init__ with the message alone
+        return NotFetched, (self.uri, self.config_key, self.size)
+
 
 _FETCH_ALLOWED = contextvars.ContextVar("dva_fetch_allowed", default=True)
 

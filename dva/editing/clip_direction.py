@@ -10,7 +10,8 @@ Given the crops of a few frames (frame 0 by default) and a prompt pair (source �
 3. Δ = z_opt − z_start goes into a direction file (`dva.editing.direction`), applied as l2norm(z̄ + scale·Δ).
 
 Directions are cached under `output_prefix`, keyed by a hash of the model (config and weights), the frames, the
-mask, the prompts and the settings: the same request again reads the file instead of optimising.
+mask, the prompts and the settings with the CLIP weights' content: the same request again reads the file instead
+of optimising.
 
 CLIP comes from open_clip with a local weight file (`clip.weights`, a path or s3:// URI); nothing is downloaded.
 The paper's CLIP is OpenAI's ViT-B/16, trained with QuickGELU, so the default architecture is `ViT-B-16-quickgelu`
@@ -45,7 +46,7 @@ from dva.editing.direction import FORMAT as DIRECTION_FORMAT
 from dva.editing.direction import EditDirection
 from dva.errors import ConfigError, DvaError, MissingWeightsError
 from dva.precision import Precision, autocast_dtype, check_precision
-from dva.storage import exists, local_path
+from dva.storage import content_digest, exists, local_path
 
 # The precisions of a CLIP optimisation: fp16 autocast would need a gradient scaler, and `auto` would give a
 # cached direction (whose key holds the settings) a precision that depends on the device it was made on.
@@ -247,9 +248,12 @@ def hash_model(model: nn.Module, encoder_id: str | None = None) -> str:
 
 
 def _settings(cfg: ClipEditConfig) -> str:
-    """The settings that change the optimised Δ (the output location does not)."""
+    """The settings that change the optimised Δ (the output location does not), the CLIP weights by their content:
+    a file replaced at the same location is another key, the same file elsewhere the same one."""
     d = dataclasses.asdict(cfg)
     d.pop("output_prefix")
+    if cfg.clip.weights:
+        d["clip"]["weights"] = content_digest(cfg.clip.weights)
     return json.dumps(d, sort_keys=True)
 
 

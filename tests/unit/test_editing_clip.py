@@ -3,7 +3,9 @@ micro DVA: the loop lowers its loss, the ID term stays within Adam's reach, the 
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -234,6 +236,27 @@ def test_optimisation_lowers_the_loss_keeps_id_in_bound_and_caches(micro_model, 
         with pytest.raises(AssertionError, match="cached direction"):
             optimise_clip_direction(micro_model, frames(), "face", args["target"], args["cfg"],
                                     source_id=args["source_id"])
+
+
+def test_the_cache_follows_the_clip_weights_bytes_not_their_location(micro_model, clip_weights, tmp_path):
+    """CLIP weights replaced at the same path give another key, so a direction optimised with the old ones is never
+    read; the same bytes at another path give the same key."""
+    weights = tmp_path / "clip.safetensors"
+    shutil.copy(clip_weights[0], weights)
+    cfg = ClipEditConfig(clip=ClipModelConfig(name=TINY_CLIP, weights=str(weights)), iterations=2, frames=[0],
+                         output_prefix=str(tmp_path / "directions"))
+
+    def optimise(cfg):
+        return optimise_clip_direction(micro_model, frames(), "face", "face with beard", cfg, source_id="clip-a")
+
+    first = optimise(cfg)
+    moved = tmp_path / "moved.safetensors"
+    shutil.copy(weights, moved)
+    elsewhere = optimise(dataclasses.replace(cfg, clip=dataclasses.replace(cfg.clip, weights=str(moved))))
+    assert elsewhere.from_cache and elsewhere.uri == first.uri
+    save_file({k: v + 0.01 if v.is_floating_point() else v for k, v in clip_weights[1].items()}, str(weights))
+    replaced = optimise(cfg)
+    assert not replaced.from_cache and replaced.uri != first.uri
 
 
 def test_mask_limits_the_l1_term(micro_model, clip_weights, tmp_path):
