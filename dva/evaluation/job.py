@@ -41,7 +41,7 @@ def run_reconstruction(cfg: EvalConfig) -> str:
     lpips = reconstruction.LpipsScorer(cfg.lpips_weights, device)  # a bad weights file fails here, before any work
     videos = discover_inputs(cfg.input)
     model = load_model(cfg.model, device)
-    landmarker = build_landmarker(cfg.face)
+    landmarker = build_landmarker(cfg.face, "face.")
     identity = None
     if cfg.identity_target:
         identity = reconstruction.identity_edit(
@@ -93,7 +93,7 @@ def run_edit(cfg: EvalConfig) -> str:
     embed = consistency.build_identity_embedder(cfg.identity, configured_device(cfg.device))
     pairs, frames = consistency.evaluate_edit_outputs(
         cfg.input, embed, crop_size=cfg.crop_size_for_identity, face_cfg=cfg.face, chunk=cfg.batch_frames,
-        landmarker=functools.cache(lambda: build_landmarker(cfg.face)), fail_fast=cfg.fail_fast, log=log.info)
+        landmarker=functools.cache(lambda: build_landmarker(cfg.face, "face.")), fail_fast=cfg.fail_fast, log=log.info)
     prefix = eval_prefix(cfg.output_prefix, "edit")
     write_table(join(prefix, "results.parquet"), pairs, consistency.SCHEMA)
     write_table(join(prefix, "frames.parquet"), frames, consistency.FRAMES_SCHEMA)

@@ -12,19 +12,20 @@ from dva.face.detection import DetectedFace, FaceLandmarker
 __all__ = ["DetectedFace", "FaceLandmarker", "build_landmarker"]
 
 
-def build_landmarker(cfg: FaceConfig) -> FaceLandmarker:
+def build_landmarker(cfg: FaceConfig, key_prefix: str = "") -> FaceLandmarker:
     """The backend `cfg.backend` names, with its weights resolved from config (never downloaded).
 
-    Raises MissingWeightsError naming the config key when a weight file is unset or absent.
+    Raises MissingWeightsError naming the config key when a weight file is unset or absent; `key_prefix` is where
+    the face config sits in the user's config ("face." in a job's), so errors name the key the user sets.
     """
     if cfg.backend == "dlib":
         from dva.face.backends.dlib_hog import DlibLandmarker
 
-        return DlibLandmarker(cfg.dlib)
+        return DlibLandmarker(cfg.dlib, key_prefix)
     if cfg.backend == "fan":
         from dva.face.backends.fan import FanLandmarker
 
-        return FanLandmarker(cfg.fan)
+        return FanLandmarker(cfg.fan, key_prefix)
     from dva.face.backends.insightface import InsightfaceLandmarker
 
-    return InsightfaceLandmarker(cfg.insightface)
+    return InsightfaceLandmarker(cfg.insightface, key_prefix)

@@ -83,7 +83,7 @@ class PrepareStage:
         self.device = stage_device(cfg.frontend.num_gpus)
         # Without clip edits stage A needs only the frozen encoders and the z_face linear.
         self.model = model = load_model(cfg.model, self.device, with_unet=clip_edits)
-        self.landmarker = build_landmarker(cfg.face)
+        self.landmarker = build_landmarker(cfg.face, "face.")
         self.resolver = EditResolver(model, cfg, self.landmarker)
         self.key = key
 
@@ -141,7 +141,7 @@ def optimise_video_clip_edits(cfg: EditJobConfig, task: VideoTask) -> dict[str, 
     if key not in _CLIP_RESOLVERS:
         _CLIP_RESOLVERS.clear()
         model = load_model(cfg.model, stage_device(cfg.clip_task.num_gpus))
-        _CLIP_RESOLVERS[key] = EditResolver(model, cfg, build_landmarker(cfg.face))
+        _CLIP_RESOLVERS[key] = EditResolver(model, cfg, build_landmarker(cfg.face, "face."))
     resolver = _CLIP_RESOLVERS[key]
     track = LatentStore(cfg.output, task.video_id).load_track()
     results = {}

@@ -33,7 +33,7 @@ class Job:
 def _landmarker(report: Report, face) -> None:
     from dva.face.landmarker import build_landmarker
 
-    check_loads(report, f"face.{face.backend}", lambda: build_landmarker(face))
+    check_loads(report, f"face.{face.backend}", lambda: build_landmarker(face, "face."))
 
 
 def _inputs(report: Report, key: str, source: str) -> Optional[list]:

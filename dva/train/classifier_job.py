@@ -111,7 +111,7 @@ def train_classifier(cfg: TrainClassifierConfig) -> AttributeClassifier:
     device = configured_device(cfg.device)
     # Built on first use, so that a missing annotation file or a misspelt attribute fails before any weights load.
     model = functools.cache(lambda: load_model(cfg.model, device))
-    landmarker = functools.cache(lambda: build_landmarker(cfg.face))
+    landmarker = functools.cache(lambda: build_landmarker(cfg.face, "face."))
     align = None if cfg.aligned else photo_aligner(lambda rgb: landmarker().detect(rgb), cfg.face)
     clf = train_classifier_from_annotations(
         cfg.annotations, cfg.images, lambda crops: model().encode_identity(crops),

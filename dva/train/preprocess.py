@@ -90,7 +90,7 @@ class PreprocessStage:
         self.cfg = cfg
         self.device = stage_device(cfg.frontend.num_gpus)
         self.model = load_model(cfg.model, self.device, with_unet=False)  # only the encoders and the face parser
-        self.landmarker = build_landmarker(cfg.face)
+        self.landmarker = build_landmarker(cfg.face, "face.")
 
     def __call__(self, batch: dict) -> Iterator[dict]:
         limit_threads(self.cfg.frontend.num_cpus)

@@ -36,6 +36,8 @@ def test_dlib_detects_on_a_shrunk_frame_and_reports_full_resolution(dlib_landmar
 def test_dlib_predictor_files_are_checked(tmp_path):
     with pytest.raises(MissingWeightsError, match="dlib.predictor"):
         build_landmarker(load_face_config("dlib", [f"dlib.predictor={tmp_path}/missing.dat"]))
+    with pytest.raises(MissingWeightsError, match=r"config key `face\.dlib\.predictor`"):
+        build_landmarker(load_face_config("dlib", [f"dlib.predictor={tmp_path}/missing.dat"]), "face.")
     junk = tmp_path / "junk.dat"
     junk.write_bytes(b"not a predictor")
     with pytest.raises(MissingWeightsError, match="is not a dlib shape predictor"):
@@ -57,6 +59,9 @@ def test_fan_missing_weights_name_the_config_key(tmp_path, overrides, key):
     with pytest.raises(MissingWeightsError, match=key.replace(".", r"\.")) as err:
         build_landmarker(cfg)
     assert err.value.config_key == key
+    with pytest.raises(MissingWeightsError) as err:  # inside a job's config, where the face config is `face`
+        build_landmarker(cfg, "face.")
+    assert err.value.config_key == f"face.{key}" and f"Point `face.{key}` at" in str(err.value)
 
 
 def test_fan_loads_configured_files_without_downloading(tmp_path, monkeypatch):

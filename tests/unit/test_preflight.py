@@ -64,6 +64,18 @@ def test_missing_weight_files_are_all_listed_with_their_config_keys(capsys, two_
     assert not (tmp_path / "out").exists()  # the output probe leaves no folder behind
 
 
+@pytest.mark.parametrize("face_preset, key", [("fan", "face.fan.weights"),
+                                              ("scrfd", "face.insightface.detector_weights")])
+def test_an_unset_face_weight_names_the_key_of_the_job(capsys, two_clips, tmp_path, face_preset, key):
+    """As the cluster presets ship: the face back end's files unset. The fix named is the job's own key."""
+    code, out, _ = run(capsys, "check", "edit", *TINY, f"input={two_clips}", f"output={tmp_path / 'out'}",
+                       f"face_preset={face_preset}")
+    assert code == EXIT_CHECK_FAILED
+    (failed,) = failures(out)
+    assert failed.startswith("face.") and "no file configured" in failed
+    assert f"(config key `{key}`)" in failed and f"Point `{key}` at" in failed, failed
+
+
 def test_a_preset_that_cannot_be_built_is_a_failed_check_naming_the_key(capsys, monkeypatch, two_clips, tmp_path):
     from dva.models import encoders
 

@@ -48,10 +48,11 @@ class ShapePredictor68:
 class DlibLandmarker:
     """HOG detection on a frame shrunk to `detect_max_side`, landmarks on the full-resolution frame."""
 
-    def __init__(self, cfg: DlibConfig):
+    def __init__(self, cfg: DlibConfig, key_prefix: str = ""):
         self.cfg = cfg
-        self._points = ShapePredictor68(cfg.predictor)  # first: it raises the error naming the extra
-        self._detector = import_dlib("backend", "backend 'dlib'").get_frontal_face_detector()
+        # First: it raises the error naming the extra.
+        self._points = ShapePredictor68(cfg.predictor, f"{key_prefix}dlib.predictor", f"{key_prefix}backend")
+        self._detector = import_dlib(f"{key_prefix}backend", "backend 'dlib'").get_frontal_face_detector()
 
     def detect(self, frame: np.ndarray) -> list[DetectedFace]:
         scale = min(1.0, self.cfg.detect_max_side / max(frame.shape[:2]))

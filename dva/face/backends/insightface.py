@@ -34,23 +34,24 @@ def _load(path: Path, config_key: str, device: str):
 
 
 class InsightfaceLandmarker:
-    def __init__(self, cfg: InsightfaceConfig):
+    def __init__(self, cfg: InsightfaceConfig, key_prefix: str = ""):
         self.cfg = cfg
         ctx_id = -1 if cfg.device == "cpu" else 0
-        det_path = local_path(cfg.detector_weights, config_key="insightface.detector_weights")
-        self._detector = _load(det_path, "insightface.detector_weights", cfg.device)
+        det_key, lmk_key = f"{key_prefix}insightface.detector_weights", f"{key_prefix}insightface.landmark_weights"
+        det_path = local_path(cfg.detector_weights, config_key=det_key)
+        self._detector = _load(det_path, det_key, cfg.device)
         if not hasattr(self._detector, "detect"):
-            raise MissingWeightsError(str(det_path), "insightface.detector_weights",
+            raise MissingWeightsError(str(det_path), det_key,
                                       f"is not a face detection model (insightface reads it as "
                                       f"{type(self._detector).__name__}); use an SCRFD file such as det_10g.onnx")
         self._detector.prepare(ctx_id, input_size=(cfg.det_size, cfg.det_size), det_thresh=cfg.det_thresh)
         self._landmarks = None
         self._dlib_points = None
         if cfg.landmark_weights:
-            lmk_path = local_path(cfg.landmark_weights, config_key="insightface.landmark_weights")
-            model = _load(lmk_path, "insightface.landmark_weights", cfg.device)
+            lmk_path = local_path(cfg.landmark_weights, config_key=lmk_key)
+            model = _load(lmk_path, lmk_key, cfg.device)
             if getattr(model, "lmk_num", None) != 68:
-                raise MissingWeightsError(str(lmk_path), "insightface.landmark_weights",
+                raise MissingWeightsError(str(lmk_path), lmk_key,
                                           f"is not a 68-point landmark model (insightface reads it as "
                                           f"{type(model).__name__}); use 1k3d68.onnx")
             model.prepare(ctx_id)
@@ -59,7 +60,7 @@ class InsightfaceLandmarker:
             from dva.face.backends.dlib_hog import ShapePredictor68
 
             self._dlib_points = ShapePredictor68(
-                config_key="insightface.landmark_weights", chooser="insightface.landmark_weights",
+                config_key=lmk_key, chooser=lmk_key,
                 choice="an empty value (dlib's 68-point predictor on the SCRFD box; set a 1k3d68.onnx instead)")
 
     def _points(self, frame: np.ndarray, bgr: np.ndarray, box: np.ndarray) -> np.ndarray:
