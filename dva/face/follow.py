@@ -3,11 +3,12 @@
 The detector runs on every k-th frame only; between, each followed face is found by its landmarks alone: frame t's
 points give frame t+1's box (shaped as the detector draws boxes, from the offsets measured at the face's last
 detection), and the landmark model finds the points in it. A followed box that overlaps the last one less than
-`follow_min_iou` means a face is lost: the detector runs at once. It also runs on every frame while no face is
-followed; while some are, a face entering (or one lost and not found at once) waits for the next detection. Followed frames count as hits only once a later detection confirms the face is still there (the next
-detection is assigned to the track, measured from the followed face); otherwise they are missed frames, so a face
-that vanishes between two detections is never followed onto the background. When the last frames were followed,
-one more detection on the last frame confirms them.
+`follow_min_iou` means a face is lost: the detector runs at once. It runs on every frame while no face is followed;
+while some are, a face entering (or one lost and not found at once) waits for the next detection. Followed frames
+count as hits only once a later detection confirms the face is still there (the next detection is assigned to the
+track, measured from the followed face); otherwise they are missed frames, so a face that vanishes between two
+detections is never followed onto the background. When the last frames were followed, one more detection on the
+last frame confirms them.
 
 Which detection continues which track is the caller's rule (`Assign`): `dva.face.track` keeps one face,
 `dva.face.tracks` every face.
