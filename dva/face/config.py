@@ -52,15 +52,26 @@ class InsightfaceConfig:
 
 @dataclass
 class TrackConfig:
-    """One face track per video: the largest face first, then (policy "nearest") the detection nearest the last."""
+    """How faces are tracked. One track per video: the largest face first, then (policy "nearest") the detection
+    nearest the last. Every face (several people): one track per person, by the keys from `max_gap` on."""
 
     policy: str = "nearest"
     max_jump: float = 0.5  # reject a nearest detection further than this x face size x frames since the last hit
     min_detected_fraction: float = 0.5  # below this fraction of frames with a face the video fails (NoFaceError)
     # Run the detector on every `detect_every`-th frame only and follow the face between by its landmarks: the
-    # box for frame t+1 comes from frame t's points. 1: detect on every frame. See dva.face.track.follow_face.
+    # box for frame t+1 comes from frame t's points. 1: detect on every frame. See dva.face.follow.
     detect_every: int = 1
     follow_min_iou: float = 0.5  # a followed box overlapping the last one less than this is lost: detect again
+    # Every face of a video as its own track (dva.face.tracks.track_every_face): a detection joins the track nearest
+    # it by `max_jump` when that track was last hit at most `max_gap` frames ago (a followed track always may);
+    # `min_detected_fraction` then applies to each track's own span (first to last hit).
+    max_gap: int = 10  # frames a track may go unseen and still be joined by position; longer: a new track
+    min_face_size: float = 32.0  # frame pixels (side of the square with the box's area): smaller detections ignored
+    min_hits: int = 2  # tracks with fewer hits are dropped (spurious detections)
+    # A person who left for up to `reassociate_max_gap` frames and came back is joined again by identity: their
+    # two tracks' mean identities need a cosine of at least `reassociate_min_cosine` (tracks.merge_by_identity).
+    reassociate_max_gap: int = 250
+    reassociate_min_cosine: float = 0.5
 
 
 @dataclass
@@ -136,6 +147,11 @@ class FaceConfig:
             ("track.max_jump", self.track.max_jump > 0, "must be > 0"),
             ("track.detect_every", self.track.detect_every >= 1, "must be at least 1 (1: detect on every frame)"),
             ("track.follow_min_iou", 0 < self.track.follow_min_iou < 1, "must be in (0, 1)"),
+            ("track.max_gap", self.track.max_gap >= 1, "must be at least 1"),
+            ("track.min_face_size", self.track.min_face_size >= 0, "must be >= 0"),
+            ("track.min_hits", self.track.min_hits >= 1, "must be at least 1"),
+            ("track.reassociate_max_gap", self.track.reassociate_max_gap >= 0, "must be >= 0"),
+            ("track.reassociate_min_cosine", -1 <= self.track.reassociate_min_cosine <= 1, "must be in [-1, 1]"),
             ("fan.detect_max_side", self.fan.detect_max_side == 0 or self.fan.detect_max_side >= 64,
              "must be 0 (full frame) or at least 64"),
             ("mask.dilate_px", self.mask.dilate_px >= 0, "must be >= 0"),

@@ -6,12 +6,10 @@ detection nearest the last accepted one is followed, unless it is further than `
 elapsed (then the frame counts as missed rather than jumping to another person). Missed frames get landmarks
 interpolated linearly between their neighbours, or held from the first/last detection at the ends.
 
-With `detect_every` = k > 1 (`follow_face`) the detector runs on every k-th frame only; between, the face is followed
-by its landmarks alone: frame t's points give frame t+1's box (shaped as the detector draws boxes, from the offsets
-measured at the last detection), and the landmark model finds the points in it. A followed box that overlaps the
-last one less than `follow_min_iou` means the face is lost: the detector runs at once. Followed frames count as
-detected only once a later detection confirms the face is still there (near the followed one); otherwise they are
-missed frames, so a face that vanishes between two detections is never followed onto the background.
+With `detect_every` = k > 1 (`follow_face`) the detector runs on every k-th frame only and the face is followed
+between by its landmarks alone (`dva.face.follow`); a followed frame counts as detected only once a later detection
+confirms the face is still there, so a face that vanishes between two detections is never followed onto the
+background.
 """
 
 from __future__ import annotations
@@ -26,6 +24,7 @@ from tqdm import tqdm
 from dva.errors import NoFaceError
 from dva.face.config import TrackConfig
 from dva.face.detection import DetectedFace, FaceLandmarker
+from dva.face.follow import Assign, follow_faces
 
 
 class FrameStatus(IntEnum):
@@ -94,77 +93,30 @@ def choose_faces(detections: Iterable[Sequence[DetectedFace]], cfg: TrackConfig)
         yield None if face is None else face.points
 
 
-def _points_box(points: np.ndarray) -> np.ndarray:
-    return np.concatenate([points.min(axis=0), points.max(axis=0)]).astype(np.float64)
+def _one_face(cfg: TrackConfig) -> Assign:
+    """`follow_faces`' rule for one track: `choose_face`; the first face chosen starts the track."""
 
+    def assign(references: list[tuple[DetectedFace, int]], faces: Sequence[DetectedFace]
+               ) -> tuple[dict[int, DetectedFace], list[DetectedFace]]:
+        previous, since = references[0] if references else (None, 0)
+        face = choose_face(faces, previous, since, cfg)
+        if face is None:
+            return {}, []
+        return ({0: face}, []) if references else ({}, [face])
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    inter = np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0, None).prod()
-    union = np.prod(a[2:] - a[:2]) + np.prod(b[2:] - b[:2]) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
-@dataclass(frozen=True)
-class _BoxFromPoints:
-    """The detector's box relative to the bounding box of its landmarks (offsets in units of that box's size)."""
-
-    offsets: np.ndarray  # (4,)
-
-    @classmethod
-    def measure(cls, face: DetectedFace) -> _BoxFromPoints:
-        ref = _points_box(face.points)
-        size = np.tile(np.maximum(ref[2:] - ref[:2], 1e-3), 2)
-        return cls((face.box[:4] - np.tile(ref[:2], 2)) / size)
-
-    def __call__(self, points: np.ndarray) -> np.ndarray:
-        ref = _points_box(points)
-        return np.tile(ref[:2], 2) + self.offsets * np.tile(ref[2:] - ref[:2], 2)
-
-
-def _follow(landmarker: FaceLandmarker, frame: np.ndarray, face: DetectedFace, box_of: _BoxFromPoints,
-            min_iou: float) -> Optional[DetectedFace]:
-    """The face of the previous frame found again in `frame` by its landmarks alone, or None when it is lost."""
-    box = box_of(face.points)
-    points = np.asarray(landmarker.landmarks(frame, box), dtype=np.float32)
-    if not np.isfinite(points).all():
-        return None
-    new_box = box_of(points)
-    if _iou(new_box, box) < min_iou:
-        return None
-    return DetectedFace(box=new_box, points=points, score=face.score)
+    return assign
 
 
 def follow_face(frames: Iterable[np.ndarray], landmarker: FaceLandmarker, cfg: TrackConfig
-                ) -> Iterator[Optional[np.ndarray]]:
+                ) -> list[Optional[np.ndarray]]:
     """The track's points in each frame (None: missed), running the detector every `cfg.detect_every` frames, on
-    a lost face, and on every frame while no face is tracked; see the module docstring. At most `detect_every`
-    frames' points wait for confirmation; no frame is held beyond the one being processed."""
-    confirmed: Optional[DetectedFace] = None  # the last detected face of the track, and its frame
-    confirmed_index = -1
-    followed: Optional[DetectedFace] = None  # the face at the previous frame while it is being followed
-    box_of: Optional[_BoxFromPoints] = None
-    pending: list[np.ndarray] = []  # followed points since the last detection, waiting for the next one
-    last_detect, frame = -cfg.detect_every, None
-    for index, frame in enumerate(frames):
-        if followed is not None and index - last_detect < cfg.detect_every:
-            face = _follow(landmarker, frame, followed, box_of, cfg.follow_min_iou)
-            if face is not None:
-                followed = face
-                pending.append(face.points)
-                continue
-        last_detect = index
-        reference, since = (followed, 1) if followed is not None else (confirmed, index - confirmed_index)
-        face = choose_face(landmarker.detect(frame), reference, since, cfg)
-        yield from (pending if face is not None else [None] * len(pending))
-        pending = []
-        if face is not None:
-            confirmed, confirmed_index, box_of = face, index, _BoxFromPoints.measure(face)
-        followed = face
-        yield None if face is None else face.points
-    if pending:  # the last frames were followed: confirm them with one detection on the last frame
-        face = choose_face(landmarker.detect(frame), followed, 1, cfg)
-        pending[-1] = face.points if face is not None else pending[-1]
-        yield from (pending if face is not None else [None] * len(pending))
+    a lost face, and on every frame while no face is tracked (`dva.face.follow`)."""
+    tracks, count = follow_faces(frames, landmarker, cfg, _one_face(cfg))
+    chosen: list[Optional[np.ndarray]] = [None] * count
+    for hits in tracks:  # at most one
+        for index, face in zip(hits.frames, hits.faces):
+            chosen[index] = face.points
+    return chosen
 
 
 def select_track(detections: Iterable[Sequence[DetectedFace]], cfg: TrackConfig, name: str) -> FaceTrack:

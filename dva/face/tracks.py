@@ -17,42 +17,25 @@ they are detected in enough of those 20. Tracks with fewer than `min_hits` hits 
 After a longer occlusion the same person comes back as a new track; `merge_by_identity` joins two tracks whose spans
 do not overlap, whose gap is at most `max_gap` frames, and whose mean identities (e.g. mean z_id per track) have a
 cosine of at least `min_cosine`. Tracks are ordered by their first hit, then by face size (larger first), then left to right.
+
+`track_every_face` runs this on a video's frames with the settings of `TrackConfig`: the detector on every frame, or
+(`detect_every` > 1) on every k-th frame with every tracked face followed between by its landmarks (`dva.face.follow`;
+a followed track is measured from its face at the previous frame, and its followed frames are hits only once the next
+detection joins it).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from dva.errors import NoFaceError
-from dva.face.detection import DetectedFace
+from dva.face.config import TrackConfig
+from dva.face.detection import DetectedFace, FaceLandmarker
+from dva.face.follow import Assign, Hits, follow_faces
 from dva.face.track import FaceTrack, FrameStatus, fill_gaps, seen_frames
-
-
-@dataclass
-class _Hits:
-    """One track while detections stream in: its hits in frame order."""
-
-    frames: list[int] = field(default_factory=list)
-    faces: list[DetectedFace] = field(default_factory=list)
-
-    def add(self, index: int, face: DetectedFace) -> None:
-        self.frames.append(index)
-        self.faces.append(face)
-
-    @property
-    def last(self) -> DetectedFace:
-        return self.faces[-1]
-
-    @property
-    def span(self) -> int:
-        return self.frames[-1] - self.frames[0] + 1
-
-    @property
-    def mean_size(self) -> float:
-        return float(np.mean([face.size for face in self.faces]))
 
 
 def association_cost(track_face: DetectedFace, frames_since: int, face: DetectedFace) -> float:
@@ -61,32 +44,38 @@ def association_cost(track_face: DetectedFace, frames_since: int, face: Detected
     return distance / (max(track_face.size, 1e-6) * max(frames_since, 1))
 
 
+def match(references: Sequence[tuple[DetectedFace, int]], faces: Sequence[DetectedFace], *, max_jump: float,
+          max_gap: int) -> dict[int, int]:
+    """{track index: face index} of one frame: tracks given as (face to measure from, frames since it), allowed
+    pairs (cost ≤ `max_jump`, at most `max_gap` frames since) taken cheapest first, one face per track."""
+    pairs = sorted(
+        (cost, ti, fi)
+        for ti, (track_face, since) in enumerate(references) if since <= max_gap
+        for fi, face in enumerate(faces)
+        if (cost := association_cost(track_face, since, face)) <= max_jump
+    )
+    matched: dict[int, int] = {}
+    taken: set[int] = set()
+    for _, ti, fi in pairs:
+        if ti not in matched and fi not in taken:
+            matched[ti] = fi
+            taken.add(fi)
+    return matched
+
+
 def associate(detections: Iterable[Sequence[DetectedFace]], *, max_jump: float, max_gap: int,
-              min_face_size: float = 0.0) -> list[_Hits]:
+              min_face_size: float = 0.0) -> list[Hits]:
     """Every detection of every frame assigned to one track (see the module docstring); tracks in creation order."""
-    tracks: list[_Hits] = []
+    tracks: list[Hits] = []
     for index, faces in enumerate(detections):
         faces = [face for face in faces if face.size >= min_face_size]
-        live = [t for t in tracks if index - t.frames[-1] <= max_gap]
-        pairs = sorted(
-            (cost, ti, fi)
-            for ti, track in enumerate(live)
-            for fi, face in enumerate(faces)
-            if (cost := association_cost(track.last, index - track.frames[-1], face)) <= max_jump
-        )
-        taken_tracks: set[int] = set()
-        taken_faces: set[int] = set()
-        for _, ti, fi in pairs:
-            if ti in taken_tracks or fi in taken_faces:
-                continue
-            live[ti].add(index, faces[fi])
-            taken_tracks.add(ti)
-            taken_faces.add(fi)
-        for fi, face in enumerate(faces):
-            if fi not in taken_faces:
-                new = _Hits()
-                new.add(index, face)
-                tracks.append(new)
+        matched = match([(t.last, index - t.frames[-1]) for t in tracks], faces, max_jump=max_jump, max_gap=max_gap)
+        for ti, fi in matched.items():
+            tracks[ti].add(index, faces[fi])
+        for fi in sorted(set(range(len(faces))) - set(matched.values())):
+            new = Hits()
+            new.add(index, faces[fi])
+            tracks.append(new)
     return tracks
 
 
@@ -102,11 +91,23 @@ class _Counted:
             yield faces
 
 
-def _track(hits: _Hits, num_frames: int) -> FaceTrack:
+def _track(hits: Hits, num_frames: int) -> FaceTrack:
     points = np.full((num_frames, 68, 2), np.nan, dtype=np.float32)
     for index, face in zip(hits.frames, hits.faces):
         points[index] = face.points
     return fill_gaps(points)
+
+
+def _kept_tracks(hits: list[Hits], num_frames: int, name: str, *, min_detected_fraction: float, min_hits: int
+                 ) -> list[FaceTrack]:
+    kept = [h for h in hits if len(h.frames) >= min_hits and len(h.frames) / h.span >= min_detected_fraction]
+    if not kept:
+        seen = max((len(h.frames) for h in hits), default=0)
+        raise NoFaceError(
+            f"{name}: no face was tracked in enough frames (the longest track has {seen} detections; a track needs "
+            f"{min_hits} and a detected fraction of its span of at least {min_detected_fraction})")
+    kept.sort(key=lambda h: (h.frames[0], -h.mean_size, float(h.faces[0].centre[0])))
+    return [_track(h, num_frames) for h in kept]
 
 
 def face_tracks(detections: Iterable[Sequence[DetectedFace]], name: str, *, max_jump: float, max_gap: int,
@@ -115,14 +116,34 @@ def face_tracks(detections: Iterable[Sequence[DetectedFace]], name: str, *, max_
     larger face first, then left to right. NoFaceError naming `name` when no track is kept."""
     frames = _Counted(detections)  # consumed lazily: only the hits of each track are kept
     hits = associate(frames, max_jump=max_jump, max_gap=max_gap, min_face_size=min_face_size)
-    kept = [h for h in hits if len(h.frames) >= min_hits and len(h.frames) / h.span >= min_detected_fraction]
-    if not kept:
-        seen = max((len(h.frames) for h in hits), default=0)
-        raise NoFaceError(
-            f"{name}: no face was tracked in enough frames (the longest track has {seen} detections; a track needs "
-            f"{min_hits} and a detected fraction of its span of at least {min_detected_fraction})")
-    kept.sort(key=lambda h: (h.frames[0], -h.mean_size, float(h.faces[0].centre[0])))
-    return [_track(h, frames.count) for h in kept]
+    return _kept_tracks(hits, frames.count, name, min_detected_fraction=min_detected_fraction, min_hits=min_hits)
+
+
+def _every_face(cfg: TrackConfig) -> Assign:
+    """`follow_faces`' rule for every face: `match`, and each unmatched face (above `min_face_size`) starts a track."""
+
+    def assign(references: list[tuple[DetectedFace, int]], faces: Sequence[DetectedFace]
+               ) -> tuple[dict[int, DetectedFace], list[DetectedFace]]:
+        faces = [face for face in faces if face.size >= cfg.min_face_size]
+        matched = match(references, faces, max_jump=cfg.max_jump, max_gap=cfg.max_gap)
+        taken = set(matched.values())
+        return {ti: faces[fi] for ti, fi in matched.items()}, [f for fi, f in enumerate(faces) if fi not in taken]
+
+    return assign
+
+
+def track_every_face(frames: Iterable[np.ndarray], landmarker: FaceLandmarker, cfg: TrackConfig, name: str,
+                     total: int | None = None, progress: bool = False) -> list[FaceTrack]:
+    """Pass 1 of a video for every face in it (the counterpart of `dva.face.track.track_faces`): stream its frames
+    through the detector (every frame, or every `cfg.detect_every`-th with every face followed between; see
+    `dva.face.follow`); no frame outlives its landmarks. NoFaceError naming `name` when no track is kept."""
+    frames = tqdm(frames, total=total, desc=f"landmarks {name}", unit="frame", disable=not progress)
+    if cfg.detect_every == 1:
+        return face_tracks((landmarker.detect(frame) for frame in frames), name, max_jump=cfg.max_jump,
+                           max_gap=cfg.max_gap, min_detected_fraction=cfg.min_detected_fraction,
+                           min_face_size=cfg.min_face_size, min_hits=cfg.min_hits)
+    hits, count = follow_faces(frames, landmarker, cfg, _every_face(cfg))
+    return _kept_tracks(hits, count, name, min_detected_fraction=cfg.min_detected_fraction, min_hits=cfg.min_hits)
 
 
 def merge_by_identity(tracks: Sequence[FaceTrack], identities: np.ndarray, *, max_gap: int, min_cosine: float
