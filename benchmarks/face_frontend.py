@@ -2,7 +2,7 @@
 per actor; GPU cost of its networks estimated from their FLOPs.
 
 For each face preset (with the job's model encoders and `frontend` resources), on a synthetic sample clip at each
-size, it times with process CPU time (the machine may be shared; all threads count):
+size, it times with process CPU time, the median of repeated calls (the machine may be shared; all threads count):
 - decode: one decoding pass of a frame (the edit job decodes each frame 3 times, preprocessing 2);
 - detect: one detector call (`FaceLandmarker.detect`) on a frame, counted once every `track.detect_every` frames;
 - landmarks: the 68 points in a given box (`FaceLandmarker.landmarks`), every frame;
@@ -13,10 +13,11 @@ speed does not depend on weight values. A stand-in detector finds no face, so `d
 landmarks of the found face are in `landmarks`. dlib's real models ship in the venv.
 
 A network configured on cuda (`fan.device`, and the model's torch encoders when `frontend.num_gpus` > 0) leaves the
-CPU its host-side work only: measured as its CPU time minus the network's forward on the CPU. Its GPU time is an
-ESTIMATE: FLOPs (torch FlopCounterMode) at a fraction of the UNet's eager fp32 rate in the stored GPU table (batch 1
-calls at 10 %, batched encoders at 50 %), and never below 5 µs per kernel launch. ONNX models (insightface) run on
-the CPU in the cluster image (onnxruntime is the CPU build).
+CPU its host-side work only: measured as the CPU time of the call with the network answering from a stored output
+of its forward (no compute), plus 5 µs per kernel launch; an encoder call is its network alone, so launches only.
+Its GPU time is an ESTIMATE: FLOPs (torch FlopCounterMode) at a fraction of the UNet's eager fp32 rate in the
+stored GPU table (batch 1 calls at 10 %, batched encoders at 50 %), and never below 5 µs per kernel launch. ONNX
+models (insightface) run on the CPU in the cluster image (onnxruntime is the CPU build).
 
     PYTHONPATH=. python benchmarks/face_frontend.py [--job edit:cluster_gpu] [--faces dlib,fan,fan_tracked,scrfd] \
         [--sizes 1280x720,1920x1080] [--frames 8]
@@ -25,6 +26,7 @@ the CPU in the cluster image (onnxruntime is the CPU build).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import functools
 import resource
@@ -37,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map
 from torch.utils.flop_counter import FlopCounterMode
 
 from dva import standins
@@ -64,13 +67,16 @@ def cpu_seconds() -> float:
 
 
 def timed(fn, repeats: int, warm_up: bool = True) -> float:
-    """Process CPU seconds per call of `fn` (after one untimed warm-up call unless `warm_up` is false)."""
+    """Median process CPU seconds of `repeats` calls of `fn` (after one untimed warm-up call unless `warm_up` is
+    false): the median, since other processes on a shared machine only ever add CPU time (spinning thread pools)."""
     if warm_up:
         fn()
-    start = cpu_seconds()
+    seconds = []
     for _ in range(repeats):
+        start = cpu_seconds()
         fn()
-    return (cpu_seconds() - start) / repeats
+        seconds.append(cpu_seconds() - start)
+    return float(np.median(seconds))
 
 
 class _OpCounter(TorchDispatchMode):
@@ -91,10 +97,17 @@ def network_cost(module: torch.nn.Module, inputs: torch.Tensor) -> tuple[float, 
     return flops.get_total_flops() / 1e9, ops.ops
 
 
-def forward_seconds(module: torch.nn.Module, inputs: torch.Tensor) -> float:
-    """CPU seconds of one forward (warmed up): the part of a call that moves to the GPU when it runs there."""
+@contextlib.contextmanager
+def forward_skipped(module: torch.nn.Module, inputs: torch.Tensor):
+    """Within the block `module` answers every call with a copy of its output on `inputs`, computed once: the CPU
+    time of a call around it is then the host side, the part that stays on the CPU when the network is on a GPU."""
     with torch.no_grad():
-        return timed(lambda: module.eval()(inputs), 1)
+        output = module.eval()(inputs)
+    module.forward = lambda *args, **kwargs: tree_map(torch.clone, output)  # callers may edit what they get
+    try:
+        yield
+    finally:
+        del module.forward
 
 
 def gpu_ms(gflop: float, launches: int, kind: str) -> float:
@@ -168,11 +181,12 @@ def bench(clip: str, job: str, job_preset: str, face_preset: str, frames: int, t
     landmarker = build_landmarker(cfg.face)
     k = cfg.face.track.detect_every
     slow = cfg.face.backend == "fan" and not cfg.face.fan.detect_max_side
+    calls = {"detect": lambda: landmarker.detect(video[0]), "landmarks": lambda: landmarker.landmarks(video[0], box)}
     parts = {
-        "decode": Part(1e3 * timed(lambda: sum(1 for _ in iter_frames(clip)), 1) / len(reference), decodes),
-        "detect": Part(1e3 * timed(lambda: landmarker.detect(video[0]), 1 if slow else 2, warm_up=not slow), 1 / k),
-        "landmarks": Part(1e3 * timed(lambda: landmarker.landmarks(video[0], box), 2), 1.0),
-        "crop": Part(1e3 * timed(lambda: list(iter_crops(video, quads, cfg.face.align.crop_size)), 1) / len(video),
+        "decode": Part(1e3 * timed(lambda: sum(1 for _ in iter_frames(clip)), 3) / len(reference), decodes),
+        "detect": Part(1e3 * timed(calls["detect"], 1 if slow else 3, warm_up=not slow), 1 / k),
+        "landmarks": Part(1e3 * timed(calls["landmarks"], 3), 1.0),
+        "crop": Part(1e3 * timed(lambda: list(iter_crops(video, quads, cfg.face.align.crop_size)), 3) / len(video),
                      crop_passes),
     }
     if k == 1:  # the detector's own landmark call is already in `detect` for a real detector, not for a stand-in
@@ -182,8 +196,8 @@ def bench(clip: str, job: str, job_preset: str, face_preset: str, frames: int, t
         gflop, launches = network_cost(module, inputs)
         parts[part].note = f"{gflop:.1f} GFLOP/call"
         if face_on_gpu:
-            seconds = forward_seconds(module, inputs)
-            parts[part].cpu_ms = max(parts[part].cpu_ms - 1e3 * seconds, 0.0) + 1e3 * launches * LAUNCH_S
+            with forward_skipped(module, inputs):
+                parts[part].cpu_ms = 1e3 * (timed(calls[part], 5) + launches * LAUNCH_S)  # warm-up: numba JIT
             parts[part].gpu_ms = gpu_ms(gflop, launches, "batch1")
     for part, gflop in onnx_gflop(cfg.face.backend, video[0], cfg.face.insightface.det_size).items():
         parts[part].note = f"{gflop:.1f} GFLOP/call (stand-in), ONNX Runtime on CPU"
@@ -201,18 +215,15 @@ def encoder_part(kind: str, weights: str, key: str, crops: bytes, size: int, on_
     images = crops_to_tensor(np.frombuffer(crops, np.uint8).reshape(-1, size, size, 3))
     encoder = build_encoder(EncoderConfig(kind=kind, dim=512 if key == "identity_encoder" else 102, weights=weights),
                             f"model.{key}", "identity" if key == "identity_encoder" else "landmark")
-    seconds = timed(lambda: encoder(images), 1) / len(images)
-    part = Part(1e3 * seconds, 1.0, note=kind)
     if not isinstance(encoder, torch.nn.Module):
-        part.note += ", ONNX Runtime on CPU"
-        return part
+        return Part(1e3 * timed(lambda: encoder(images), 3) / len(images), 1.0, note=f"{kind}, ONNX Runtime on CPU")
     gflop, launches = network_cost(encoder, images)
-    part.note += f", {gflop / len(images):.1f} GFLOP/frame"
-    if on_gpu:
-        forward = forward_seconds(encoder, images) / len(images)
-        part.cpu_ms = 1e3 * (max(seconds - forward, 0.0) + launches * LAUNCH_S / len(images))
-        part.gpu_ms = gpu_ms(gflop, launches, "batched") / len(images)
-    return part
+    note = f"{kind}, {gflop / len(images):.1f} GFLOP/frame"
+    if on_gpu:  # the call is the network's forward alone: the host only launches its kernels
+        gpu = gpu_ms(gflop, launches, "batched")
+        return Part(1e3 * launches * LAUNCH_S / len(images), 1.0, gpu / len(images), note)
+    with torch.no_grad():
+        return Part(1e3 * timed(lambda: encoder(images), 3) / len(images), 1.0, note=note)
 
 
 def report(name: str, size: str, parts: dict[str, Part], cfg) -> str:
