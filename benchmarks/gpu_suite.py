@@ -391,7 +391,8 @@ def stage_b_rows(table: Table, runner: Runner, path: FastPath, batch: int, steps
     rows = []
     for v in range(4):
         for c in range(2):
-            rows.append({"video_id": f"v{v}", "uri": f"v{v}.mp4", "key": f"v{v}.mp4", "chunk": c, "num_chunks": 2,
+            rows.append({"video_id": f"v{v}", "uri": f"v{v}.mp4", "key": f"v{v}.mp4", "chunk": c, "num_chunks": 2, "face": 0,
+                         "pair_chunks": json.dumps({"reconstruct": 2}),
                          "num_frames": 2 * chunk, "error": "", "has_x_T": False,
                          "crops": rng.integers(0, 256, (chunk, s, s, 3), dtype=np.uint8),
                          "z_id": rng.standard_normal(model.cfg.identity_encoder.dim).astype(np.float32),

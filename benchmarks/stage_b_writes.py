@@ -41,6 +41,7 @@ def chunk_rows(model, videos: int, chunks: int, frames: int, edits: int, seed: i
     s, zid, zlnd = model.image_size, model.cfg.identity_encoder.dim, model.cfg.landmark_encoder.dim
     names = json.dumps(["reconstruct"] + [f"identity:e{k}.jpg" for k in range(1, edits)])
     return [{"video_id": f"v{v}", "uri": f"v{v}.mp4", "key": f"v{v}.mp4", "chunk": c, "num_chunks": chunks,
+             "face": 0, "pair_chunks": json.dumps(dict.fromkeys(json.loads(names), chunks)),
              "num_frames": chunks * frames, "error": "", "has_x_T": False, "edits": names,
              "crops": rng.integers(0, 256, (frames, s, s, 3), dtype=np.uint8),
              "z_id": rng.standard_normal(zid).astype(np.float32),

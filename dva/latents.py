@@ -1,10 +1,16 @@
-"""Per-video latents under `<output>/latents/<video_id>/`: the face track, z codes and x_T per chunk.
+"""Per-video latents under `<output>/latents/<video_id>/`: every face track of the video, its z codes and its x_T.
 
-x_T depends only on the video, the model and N (SPEC §3 step 5), so a later edit of the same video reuses it and
-costs only the N generation calls per frame. The files form one unit, committed by `meta.json`: a job that is about
-to write a new track removes it first (`invalidate`) and writes it again last (`commit`), so a folder without it is
-ignored, and a run killed half-way (or one that keeps no latents) never leaves a new track beside an older x_T that
-looks complete.
+    meta.json            the front end's result is complete for this key and source (committed last by stage A)
+    tracks.json          what was found: each track's frames and size, identity distances between tracks
+    face<k>/track.npz    track k (an `AlignedTrack`; HELD outside the person's frames)
+    face<k>/codes.npz    z_id and z_lnd of each frame of track k's `face_frames`
+    face<k>/x_T/<chunk>.npy, face<k>/x_T.json   track k's x_T per chunk; the .json commits them all
+
+x_T depends only on the video, the model and N (SPEC §3 step 5), so a later edit of the same face reuses it and
+costs only the N generation calls per frame. A face that no edit addressed has no x_T yet: a later edit of that
+person inverts only that person's frames. Stage A that is about to find the tracks again removes the whole folder
+first (`invalidate`), so a run killed half-way (or one that keeps no latents) never leaves a new track beside an
+older x_T that looks complete.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from dva.face.record import AlignedTrack
 from dva.errors import StorageError
 from dva.storage import exists, join, open_file, redact, remove_prefix, write_bytes_atomic
 
+LAYOUT = 2  # 1: one track per video (track.npz, codes.npz and x_T/ at the top); such folders are made again
+
 
 @dataclass(frozen=True)
 class LatentKey:
@@ -36,6 +44,10 @@ class LatentKey:
         text = f"{self.model_fingerprint}/{self.steps}/{self.chunk_frames}/{source_stamp}"
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
+    def record(self, source_stamp: str) -> dict:
+        return {"layout": LAYOUT, "model_fingerprint": self.model_fingerprint, "steps": self.steps,
+                "chunk_frames": self.chunk_frames, "source_stamp": source_stamp}
+
 
 def _npy_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
@@ -46,6 +58,13 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 def _load_npy(uri: str) -> np.ndarray:
     with open_file(uri) as f:
         return np.load(io.BytesIO(f.read()), allow_pickle=False)
+
+
+def _read_json(uri: str) -> Optional[dict]:
+    if not exists(uri):
+        return None
+    with open_file(uri) as f:
+        return json.loads(f.read())
 
 
 class LatentStore:
@@ -60,51 +79,83 @@ class LatentStore:
         """`tracks.json`: every face track stage A found in the video and the identity distances between them."""
         return self._uri("tracks.json")
 
+    def _face(self, face: int, *parts: str) -> str:
+        return self._uri(f"face{face}", *parts)
+
+    def _matches(self, uri: str, key: LatentKey, source_stamp: str) -> bool:
+        meta = _read_json(uri)
+        return meta is not None and all(meta.get(k) == v for k, v in key.record(source_stamp).items())
+
+    def has_tracks(self, key: LatentKey, source_stamp: str) -> bool:
+        """Whether the front end's result (every track and its codes) is committed for `key` and for the source as
+        it is now (`dva.storage.file_stamp`): a video replaced at the same location is tracked again."""
+        return self._matches(self._uri("meta.json"), key, source_stamp)
+
+    def has_x_T(self, face: int, key: LatentKey, source_stamp: str) -> bool:
+        """Whether track `face`'s x_T is committed for `key` and the source as it is now."""
+        return self.has_tracks(key, source_stamp) and self._matches(self._face(face, "x_T.json"), key, source_stamp)
+
     def is_complete(self, key: LatentKey, source_stamp: str) -> bool:
-        """Whether a committed set exists for `key` and for the source as it is now (`dva.storage.file_stamp`):
-        a video replaced at the same location is encoded again."""
-        meta_uri = self._uri("meta.json")
-        if not exists(meta_uri):
-            return False
-        with open_file(meta_uri) as f:
-            meta = json.loads(f.read())
-        return (meta.get("model_fingerprint"), meta.get("steps"), meta.get("chunk_frames"),
-                meta.get("source_stamp")) == (key.model_fingerprint, key.steps, key.chunk_frames, source_stamp)
+        """Whether every track of the video has its x_T stored for `key` and the source as it is now."""
+        meta = _read_json(self._uri("meta.json"))
+        return (self.has_tracks(key, source_stamp)
+                and all(self.has_x_T(face, key, source_stamp) for face in range(int(meta["tracks"]))))
 
     def invalidate(self) -> None:
-        """Stop trusting the stored set before any of its files is replaced."""
+        """Stop trusting anything stored for the video before its tracks are found again."""
         remove_prefix(self._uri("meta.json"))
+        remove_prefix(self.root)
 
-    def save_track(self, track: AlignedTrack) -> None:
-        track.save(self._uri("track.npz"))
+    def save_tracks(self, tracks: list[AlignedTrack], codes: list[tuple[np.ndarray, np.ndarray]],
+                    summary: dict) -> None:
+        """The front end's result: each track with the z_id and z_lnd of its face frames, and the summary."""
+        for face, (track, (z_id_frames, z_lnd)) in enumerate(zip(tracks, codes)):
+            track.save(self._face(face, "track.npz"))
+            buf = io.BytesIO()
+            np.savez(buf, z_id_frames=z_id_frames.astype(np.float32), z_lnd=z_lnd.astype(np.float32))
+            write_bytes_atomic(self._face(face, "codes.npz"), buf.getvalue())
+        write_bytes_atomic(self.tracks_summary_uri, json.dumps(summary, indent=1).encode())
 
-    def load_track(self) -> AlignedTrack:
-        return AlignedTrack.load(self._uri("track.npz"))
+    def commit_tracks(self, key: LatentKey, num_tracks: int, source: str, source_stamp: str) -> None:
+        meta = {**key.record(source_stamp), "tracks": num_tracks, "source": source}
+        write_bytes_atomic(self._uri("meta.json"), json.dumps(meta, indent=1).encode())
 
-    def save_codes(self, z_id_frames: np.ndarray, z_lnd: np.ndarray) -> None:
-        buf = io.BytesIO()
-        np.savez(buf, z_id_frames=z_id_frames.astype(np.float32), z_lnd=z_lnd.astype(np.float32))
-        write_bytes_atomic(self._uri("codes.npz"), buf.getvalue())
+    def num_tracks(self) -> int:
+        meta = _read_json(self._uri("meta.json"))
+        if meta is None or meta.get("layout") != LAYOUT:
+            raise StorageError(f"{redact(self.root)}: no face tracks are stored for this video")
+        return int(meta["tracks"])
 
-    def load_codes(self) -> tuple[np.ndarray, np.ndarray]:
-        with open_file(self._uri("codes.npz")) as f:
+    def load_track(self, face: int) -> AlignedTrack:
+        return AlignedTrack.load(self._face(face, "track.npz"))
+
+    def load_tracks(self) -> list[AlignedTrack]:
+        return [self.load_track(face) for face in range(self.num_tracks())]
+
+    def load_largest_track(self) -> AlignedTrack:
+        """The track with the largest face (what an evaluation of "the" face of a video looks at)."""
+        return max(self.load_tracks(), key=lambda track: track.face_size)
+
+    def load_codes(self, face: int) -> tuple[np.ndarray, np.ndarray]:
+        """z_id and z_lnd of each of track `face`'s `face_frames`."""
+        with open_file(self._face(face, "codes.npz")) as f:
             data = np.load(io.BytesIO(f.read()), allow_pickle=False)
             return data["z_id_frames"], data["z_lnd"]
 
-    def save_x_T(self, chunk: int, x_T: np.ndarray) -> None:
-        write_bytes_atomic(self._uri("x_T", f"{chunk:06d}.npy"), _npy_bytes(x_T.astype(np.float32)))
+    def save_x_T(self, face: int, chunk: int, x_T: np.ndarray) -> None:
+        write_bytes_atomic(self._face(face, "x_T", f"{chunk:06d}.npy"), _npy_bytes(x_T.astype(np.float32)))
 
-    def load_x_T(self, chunk: int) -> np.ndarray:
+    def load_x_T(self, face: int, chunk: int) -> np.ndarray:
         try:
-            return _load_npy(self._uri("x_T", f"{chunk:06d}.npy"))
+            return _load_npy(self._face(face, "x_T", f"{chunk:06d}.npy"))
         except (StorageError, ValueError) as err:
-            raise StorageError(f"stored x_T of chunk {chunk} is unreadable: {err}. Delete {redact(self.root)} or "
-                               "run with reuse_latents=false to invert this video again") from None
+            raise StorageError(f"stored x_T of chunk {chunk} of face {face} is unreadable: {err}. Delete "
+                               f"{redact(self.root)} or run with reuse_latents=false to invert this video again"
+                               ) from None
 
-    def commit(self, key: LatentKey, num_frames: int, num_chunks: int, source: str, source_stamp: str) -> None:
-        meta = {"model_fingerprint": key.model_fingerprint, "steps": key.steps, "chunk_frames": key.chunk_frames,
-                "num_frames": num_frames, "num_chunks": num_chunks, "source": source, "source_stamp": source_stamp}
-        write_bytes_atomic(self._uri("meta.json"), json.dumps(meta, indent=1).encode())
+    def commit_x_T(self, face: int, key: LatentKey, num_chunks: int, source_stamp: str) -> None:
+        meta = {**key.record(source_stamp), "num_chunks": num_chunks}
+        write_bytes_atomic(self._face(face, "x_T.json"), json.dumps(meta, indent=1).encode())
 
 
 def read_tracks_summary(output_prefix: str, video_id: str) -> Optional[dict]:

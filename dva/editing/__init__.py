@@ -26,12 +26,12 @@ from dva.editing.clip_direction import (
 )
 from dva.editing.direction import EditDirection, apply_direction
 from dva.editing.edits import EditSpec, edited_identity, parse_edit, parse_edits
-from dva.editing.faces import FaceSelector, identity_distances, parse_faces, select_tracks
+from dva.editing.faces import FaceSelector, parse_faces, select_tracks
 
 __all__ = [
     "AttributeClassifier", "ClipDirectionalLoss", "ClipEditConfig", "ClipEditResult", "EditDirection", "EditSpec",
     "FaceSelector", "apply_classifier_edit", "apply_direction", "edited_identity", "embed_images",
-    "identity_distances", "identity_encoder_id", "l2norm", "load_clip", "load_clip_edit_config",
+    "identity_encoder_id", "l2norm", "load_clip", "load_clip_edit_config",
     "optimise_clip_direction", "parse_celeba_attributes", "parse_edit", "parse_edits", "parse_faces", "select_tracks",
     "train_attribute_classifier", "train_classifier_from_annotations", "zid_statistics",
 ]

@@ -5,7 +5,7 @@
     N               track N (0-based, in the order of the video's tracks)
     match:URI       the tracks whose mean identity is within `faces_match_min_cosine` of the reference image or video
 
-Tracks are compared by the cosine of their mean identity codes z̄_id; `identity_distances` is 1 − that cosine.
+Tracks are compared by the cosine of their mean identity codes z̄_id (`dva.face.tracks.identity_cosines`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from dva.errors import ConfigError, NoFaceError
+from dva.face.tracks import identity_cosines
 
 VALID_SELECTORS = "all | largest | N (a track index: 0, 1, ...) | match:URI (a reference image or video)"
 
@@ -76,11 +77,6 @@ def parse_faces(text: str) -> FaceSelector:
     return selector
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 def select_tracks(selector: FaceSelector, sizes: Sequence[float], identities: np.ndarray,
                   reference: Optional[np.ndarray], min_cosine: float) -> list[int]:
     """The sorted indices of the tracks `selector` addresses.
@@ -104,13 +100,6 @@ def select_tracks(selector: FaceSelector, sizes: Sequence[float], identities: np
         return [selector.index]
     if reference is None:
         raise ValueError(f"faces {selector}: pass the reference's z_id to select matching tracks")
-    cosine = _unit(identities) @ _unit(np.asarray(reference).reshape(-1))
+    cosine = identity_cosines(identities, np.asarray(reference).reshape(1, -1))[:, 0]
     return [int(i) for i in np.flatnonzero(cosine >= min_cosine)]
 
-
-def identity_distances(identities: np.ndarray) -> np.ndarray:
-    """[T, T] 1 − cosine between the tracks' mean identities (0 on the diagonal, at most 2)."""
-    unit = _unit(identities)
-    distances = np.clip(1.0 - unit @ unit.T, 0.0, 2.0)
-    np.fill_diagonal(distances, 0.0)
-    return distances

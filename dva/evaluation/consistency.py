@@ -160,7 +160,7 @@ def load_track(output_prefix: str, video_id: str, source: str,
                landmarker: Optional[Callable[[], FaceLandmarker]], face_cfg) -> AlignedTrack:
     """The face track the edit job stored, or (when it kept no latents) a fresh one from the front end."""
     try:
-        return LatentStore(output_prefix, video_id).load_track()
+        return LatentStore(output_prefix, video_id).load_largest_track()
     except StorageError:
         if landmarker is None:
             raise

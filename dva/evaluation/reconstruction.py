@@ -42,7 +42,7 @@ from dva.metrics import identity_consistency, lpips_distance, mean_scores, ms_ss
 from dva.metrics.image import MS_SSIM_WEIGHTS, WINDOW
 from dva.models.autoencoder import DiffusionVideoAutoencoder
 from dva.runtime.inputs import VideoInput
-from dva.frontend import VideoTask, encode_codes
+from dva.frontend import encode_face_codes
 from dva.runtime.cluster import on_device
 from dva.crops import crops_to_tensor
 from dva.video import iter_frames
@@ -190,11 +190,12 @@ def evaluate_video(
     """One row per (inversion method, N) (columns of `SCHEMA`) for one video; raises DvaError when its face cannot
     be tracked. Seconds are inversion + the reconstruction's decode; the identity edit's decode is not counted."""
     track = align_video(video.uri, landmarker, face)
-    task = VideoTask(video.uri, video.key, video.video_id, [])
-    z_id, z_lnd = encode_codes(task, track, on_device(model.encode_identity, device),
-                               on_device(model.encode_landmarks, device), batch_frames)
+    [(z_id, z_lnd)] = encode_face_codes(video.uri, [track], on_device(model.encode_identity, device),
+                                        on_device(model.encode_landmarks, device), batch_frames)
     z_id = torch.from_numpy(z_id.mean(axis=0)).to(device)
-    crops = iter_crops(iter_frames(video.uri), track.quads, track.crop_size)
+    face = track.face_frames  # the frames with the face: z_lnd starts at the first of them
+    crops = iter_crops(itertools.islice(iter_frames(video.uri), face.start, face.stop),
+                       track.quads[face.start:face.stop], track.crop_size)
     if max_frames:
         crops = itertools.islice(crops, max_frames)
     cases = [(i, n) for i in range(len(inversions)) for n in steps]  # (index into `inversions`, N)

@@ -17,7 +17,8 @@ from dva.face.align import track_quads
 from dva.face.config import FaceConfig
 from dva.face.landmarker import FaceLandmarker, build_landmarker
 from dva.face.record import AlignedTrack
-from dva.face.track import track_faces
+from dva.face.track import FaceTrack, track_faces
+from dva.face.tracks import track_every_face
 from dva.face.warp import iter_crops
 from dva.storage import atomic_output
 from dva.video import VideoWriter, iter_frames, probe
@@ -37,15 +38,28 @@ def output_uris(in_uri: str, out_dir: str) -> tuple[str, str]:
     return f"{base}/{stem}.crop.mp4", f"{base}/{stem}.track.npz"
 
 
+def _aligned(uri: str, info, track: FaceTrack, cfg: FaceConfig) -> AlignedTrack:
+    return AlignedTrack(
+        source=str(uri), fps=info.fps, frame_size=info.size, crop_size=cfg.align.crop_size,
+        points=track.points, status=track.status, quads=track_quads(track.points, cfg.align),
+    )
+
+
 def align_video(uri: str, landmarker: FaceLandmarker, cfg: FaceConfig, progress: bool = False) -> AlignedTrack:
     """Pass 1: every frame's landmarks -> one face track -> smoothed quads, with the video facts they refer to."""
     info = probe(uri)
     track = track_faces(iter_frames(uri), landmarker, cfg.track, name=str(uri), total=info.num_frames,
                         progress=progress)
-    return AlignedTrack(
-        source=str(uri), fps=info.fps, frame_size=info.size, crop_size=cfg.align.crop_size,
-        points=track.points, status=track.status, quads=track_quads(track.points, cfg.align),
-    )
+    return _aligned(uri, info, track, cfg)
+
+
+def align_video_faces(uri: str, landmarker: FaceLandmarker, cfg: FaceConfig, progress: bool = False
+                      ) -> list[AlignedTrack]:
+    """Pass 1 for every person: each face track (`dva.face.tracks.track_every_face`) with its smoothed quads."""
+    info = probe(uri)
+    tracks = track_every_face(iter_frames(uri), landmarker, cfg.track, name=str(uri), total=info.num_frames,
+                              progress=progress)
+    return [_aligned(uri, info, track, cfg) for track in tracks]
 
 
 def crop_video(

@@ -41,6 +41,13 @@ class AlignedTrack:
         are neither encoded into the mean z_id nor inverted, and stage C copies them unchanged."""
         return seen_frames(self.status)
 
+    @property
+    def face_size(self) -> float:
+        """The mean side of the track's quads over its face frames, in frame pixels (0 for a track without any)."""
+        frames = self.face_frames
+        quads = self.quads[frames.start:frames.stop]
+        return float(np.linalg.norm(quads[:, 3] - quads[:, 0], axis=-1).mean()) if len(quads) else 0.0
+
     def crop_points(self, index: int) -> np.ndarray:
         """Frame `index`'s landmarks in its crop's coordinates (for the hull mask)."""
         return to_crop_coords(self.points[index], self.quads[index], self.crop_size)

@@ -26,7 +26,7 @@ detection joins it).
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -146,12 +146,27 @@ def track_every_face(frames: Iterable[np.ndarray], landmarker: FaceLandmarker, c
     return _kept_tracks(hits, count, name, min_detected_fraction=cfg.min_detected_fraction, min_hits=cfg.min_hits)
 
 
+def identity_cosines(identities: np.ndarray, others: Optional[np.ndarray] = None) -> np.ndarray:
+    """[T, U] cosine between the rows of `identities` [T, D] and of `others` [U, D] (default: `identities`)."""
+    def unit(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+    return unit(identities) @ unit(identities if others is None else others).T
+
+
+def identity_distances(identities: np.ndarray) -> np.ndarray:
+    """[T, T] 1 − cosine between the tracks' mean identities (0 on the diagonal, at most 2)."""
+    distances = np.clip(1.0 - identity_cosines(identities), 0.0, 2.0)
+    np.fill_diagonal(distances, 0.0)
+    return distances
+
+
 def merge_by_identity(tracks: Sequence[FaceTrack], identities: np.ndarray, *, max_gap: int, min_cosine: float
                       ) -> list[tuple[FaceTrack, list[int]]]:
     """Join tracks of one person split by an occlusion: spans disjoint, gap ≤ `max_gap` frames, cosine of their
     identities (rows of `identities`, one per track) ≥ `min_cosine`. Returns each merged track with the indices of
     the input tracks it joins, in order of first frame; the best-matching pairs are joined first."""
-    unit = identities / np.maximum(np.linalg.norm(identities, axis=1, keepdims=True), 1e-12)
     groups = [[i] for i in range(len(tracks))]
     owner = list(range(len(tracks)))
     spans = [seen_frames(t.status) for t in tracks]
@@ -165,7 +180,7 @@ def merge_by_identity(tracks: Sequence[FaceTrack], identities: np.ndarray, *, ma
         gap = min(max(y.start - x.stop, x.start - y.stop) for x in ra for y in rb)
         return disjoint and gap <= max_gap
 
-    cosines = unit @ unit.T
+    cosines = identity_cosines(identities)
     pairs = sorted(((cosines[i, j], i, j) for i in range(len(tracks)) for j in range(i + 1, len(tracks))),
                    reverse=True)
     for cosine, i, j in pairs:

@@ -12,6 +12,7 @@ row, so a rerun skips exactly the pairs that finished; nothing partial is ever v
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import defaultdict
@@ -48,19 +49,20 @@ def _edits_for(video: VideoInput, job_edits: Sequence[str]) -> list[str]:
     return list(video.edits) if video.edits is not None else list(job_edits)
 
 
-def _finalize_pair(cfg: EditJobConfig, uri: str, key: str, video_id: str, edit: str, num_chunks: int,
+def _finalize_pair(cfg: EditJobConfig, uri: str, key: str, video_id: str, edit: str, faces: dict[int, int],
                    started: float, fingerprint: str) -> dict:
-    """Stage C for one (video, edit), run as a Ray task; returns the manifest row as a dict (never raises)."""
+    """Stage C for one (video, edit) whose faces `faces` ({track: chunks}) were edited, run as a Ray task; returns
+    the manifest row as a dict (never raises)."""
     from dva.pipeline.finalize import finalize_video, paste_masker
 
     try:
-        direction = read_direction_record(cfg.output, video_id, edit)  # clip edits: the direction file used
+        direction = read_direction_record(cfg.output, video_id, edit, list(faces))  # clip edits: the files used
         limit_threads(cfg.writer.num_cpus)  # the face parser's share of the node
-        target, frames, fps = finalize_video(cfg.output, uri, key, video_id, edit, num_chunks, cfg.face,
+        target, frames, fps = finalize_video(cfg.output, uri, key, video_id, edit, faces, cfg.face,
                                              paste_masker(cfg.model))
         row = ResultRow(uri, video_id, edit, "ok", frames=frames, fps=fps, seconds=time.time() - started,
                         output=target, direction=direction.get("uri"), direction_cached=direction.get("cached"),
-                        fingerprint=fingerprint)
+                        fingerprint=fingerprint, faces=",".join(map(str, sorted(faces))))
     except Exception as err:  # recorded in the manifest; the job goes on
         row = ResultRow(uri, video_id, edit, "failed", error=f"{type(err).__name__}: {err}",
                         seconds=time.time() - started)
@@ -192,8 +194,10 @@ class _ClipDirectionTasks:
                 _record_failure(self.cfg, summary, self.tasks[vid]["uri"], vid, self.clip_edits[vid],
                                 f"{type(cause).__name__}: {cause}")
                 continue
-            for edit, d in directions.items():
-                write_direction_record(direction_record_uri(self.cfg.output, vid, edit), d["uri"], d["cached"])
+            for edit, by_face in directions.items():
+                for face, d in by_face.items():
+                    write_direction_record(direction_record_uri(self.cfg.output, vid, edit, face), d["uri"],
+                                           d["cached"])
             second.append({**self.tasks[vid], "edits": self.clip_edits[vid]})
         return second
 
@@ -226,8 +230,9 @@ def _start_stages(ray, cfg: EditJobConfig, tasks: list[dict], key: LatentKey, cl
 
 
 class _PassResults:
-    """The driver's side of one pass: takes stage B's result rows, gathers the chunks of each (video, edit), starts
-    the pair's stage C task when its last chunk is back and records every finished pair in the manifest."""
+    """The driver's side of one pass: takes stage B's result rows, gathers the chunks of each (video, edit) over the
+    faces it addresses, starts the pair's stage C task when its last chunk is back, commits each face's x_T once
+    every chunk of it is stored, and records every finished pair in the manifest."""
 
     def __init__(self, ray, cfg: EditJobConfig, tasks: list[dict], summary: JobSummary, key: LatentKey, *,
                  on_video_started: Optional[Callable[[str], None]], quiet_encodes: frozenset,
@@ -239,8 +244,9 @@ class _PassResults:
         self.finalize = ray.remote(**cfg.writer.ray_options(), max_retries=cfg.writer.retries)(_finalize_pair)
         self.tasks = {t["video_id"]: t for t in tasks}
         self.started = {vid: time.time() for vid in self.tasks}
-        self.chunks_done: dict[tuple[str, str], set[int]] = defaultdict(set)
-        self.pairs_left = {vid: max(1, len(t["edits"])) for vid, t in self.tasks.items()}
+        self.chunks_done: dict[tuple[str, str], set[tuple[int, int]]] = defaultdict(set)  # (face, chunk)
+        self.pair_faces: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)  # {face: its chunks}
+        self.face_chunks: dict[tuple[str, int], set[int]] = defaultdict(set)  # chunks of a face back (any edit)
         self.finished: set[tuple[str, str]] = set()  # (video, edit) pairs whose every chunk came back
         self.failed: set[str] = set()
         self.pending = []  # stage C tasks not recorded yet
@@ -269,28 +275,32 @@ class _PassResults:
                         row["error"])
 
     def _add_chunk(self, row: dict) -> bool:
-        """Note the chunk as done (and count its frames once per video, whatever the edits); whether it was the last
-        one of its (video, edit)."""
-        vid, edit = row["video_id"], str(row["edit"])
+        """Note the chunk as done (count its frames once per face, whatever the edits; commit the face's x_T after
+        its last chunk); whether it was the last one of its (video, edit)."""
+        vid, edit, face, chunk = row["video_id"], str(row["edit"]), int(row["face"]), int(row["chunk"])
         done = self.chunks_done[(vid, edit)]
-        done.add(int(row["chunk"]))
-        if self.count_frames and edit == (self.tasks[vid]["edits"] or [""])[0]:
-            self.summary.frames += int(row["frames"])
-        return len(done) >= int(row["num_chunks"])
+        done.add((face, chunk))
+        self.pair_faces[(vid, edit)][face] = int(row["num_chunks"])
+        stored = self.face_chunks[(vid, face)]
+        if chunk not in stored:
+            stored.add(chunk)
+            if self.count_frames:
+                self.summary.frames += int(row["frames"])
+            if len(stored) == int(row["num_chunks"]) and self.cfg.store_latents:
+                LatentStore(self.cfg.output, vid).commit_x_T(face, self.key, int(row["num_chunks"]),
+                                                             self.tasks[vid]["source"])
+        return len(done) >= json.loads(row["pair_chunks"])[edit]
 
     def _complete_pair(self, row: dict) -> None:
-        """Every chunk of the pair is back: after the video's last pair commit its latents; then start the pair's
-        stage C task, or for an encode-only video record its latents as the output."""
+        """Every chunk of the pair is back: start the pair's stage C task, or for an encode-only video record its
+        latents as the output."""
         vid, edit = row["video_id"], str(row["edit"])
         task = self.tasks[vid]
         self.finished.add((vid, edit))
-        self.pairs_left[vid] -= 1
-        if self.pairs_left[vid] == 0 and self.cfg.store_latents:
-            LatentStore(self.cfg.output, vid).commit(self.key, int(row["num_frames"]), int(row["num_chunks"]),
-                                                     row["uri"], task["source"])
         if edit:
             self.pending.append(self.finalize.remote(self.cfg, row["uri"], row["key"], vid, edit,
-                                                     int(row["num_chunks"]), self.started[vid], task["fingerprint"]))
+                                                     self.pair_faces[(vid, edit)], self.started[vid],
+                                                     task["fingerprint"]))
         elif vid not in self.quiet_encodes:
             self._record_encoded(row)
 
@@ -346,7 +356,8 @@ def print_summary(summary: JobSummary, output: str) -> None:
     print(f"[dva] {summary.ok} ok, {summary.failed} failed, {summary.skipped} already done "
           f"in {summary.seconds:.1f} s; manifest: {redact(summary.manifest)}")
     if summary.frames:
-        print(f"[dva] {summary.frames} frames, {summary.unet_calls / summary.frames:.1f} UNet calls per frame")
+        print(f"[dva] {summary.frames} face frames (a frame with two faces counts twice), "
+              f"{summary.unet_calls / summary.frames:.1f} UNet calls per face frame")
     for line in summary.failures:
         print(f"[dva]   failed: {line}")
     print(f"[dva] outputs under {redact(output)}")

@@ -9,8 +9,12 @@ by default: their aligned crops and training masks, cropped again from the face 
 included, then decodes with l2norm(z̄ + SCALE·Δ). Directions are cached under `clip_edit.output_prefix` (default
 `<output>/.directions/`) by `optimise_clip_direction`, keyed by the model, the crops and masks, the video id, the
 prompts and the settings: the same text edit of the same video is optimised once, whatever the scale and however
-many jobs ask for it. Each clip edit leaves a small record next to its work files (`direction.json`: the file's
-URI and whether it came from the cache) that stage C copies into the manifest row.
+many jobs ask for it. Each clip edit leaves a small record per face next to its work files (`direction.json`: the
+file's URI and whether it came from the cache) that stage C copies into the manifest row.
+
+Which faces an edit applies to is the edit's `@FACES` selector (`dva.editing.faces`): every track by default, the
+largest, one by index, or those whose mean z_id matches a reference photo or video (`match:URI`, cosine at least
+`faces_match_min_cosine`). Each addressed person's edit starts from that person's own mean z_id.
 
 Where the time goes: a job that keeps latents (`store_latents` and `reuse_latents`, the defaults) runs in two
 passes. Pass 1 is the pipeline without the clip edits (a video with only clip edits is inverted and its x_T
@@ -43,7 +47,9 @@ from dva.face.record import AlignedTrack
 from dva.face.photo import align_photo
 from dva.face.warp import iter_crops
 from dva.face.crop_video import align_video
-from dva.frontend import VideoTask, encode_codes, training_masks
+from dva.editing.faces import select_tracks
+from dva.face.tracks import identity_cosines
+from dva.frontend import VideoTask, encode_face_codes, training_masks
 from dva.runtime.cluster import on_device
 from dva.crops import crops_to_tensor
 from dva.storage import exists, join, open_file, redact, write_bytes_atomic
@@ -86,22 +92,28 @@ def load_job_classifier(cfg) -> AttributeClassifier:
     return AttributeClassifier.load(cfg.classifier)
 
 
-def direction_record_uri(output: str, video_id: str, edit: str) -> str:
-    """Where stage A notes which direction file a clip edit used, beside stage B's chunks of that (video, edit)."""
-    return join(output, ".work", video_id, parse_edit(edit).edit_id, "direction.json")
+def direction_record_uri(output: str, video_id: str, edit: str, face: int) -> str:
+    """Where stage A notes which direction file a clip edit used for a face, beside stage B's chunks of it."""
+    return join(output, ".work", video_id, parse_edit(edit).edit_id, f"face{face}", "direction.json")
 
 
 def write_direction_record(uri: str, direction_uri: str | None, cached: bool) -> None:
     write_bytes_atomic(uri, json.dumps({"uri": direction_uri, "cached": cached}).encode())
 
 
-def read_direction_record(output: str, video_id: str, edit: str) -> dict:
-    """{"uri": ..., "cached": bool} for a clip edit stage A resolved; {} for any other edit."""
-    uri = direction_record_uri(output, video_id, edit) if edit else None
-    if not uri or not exists(uri):
+def read_direction_record(output: str, video_id: str, edit: str, faces: Sequence[int]) -> dict:
+    """{"uri": ..., "cached": bool} for a clip edit stage A resolved (the direction files of the faces `faces`,
+    joined by "; "; cached when every one came from the cache); {} for any other edit."""
+    records = []
+    for face in faces:
+        uri = direction_record_uri(output, video_id, edit, face) if edit else None
+        if uri and exists(uri):
+            with open_file(uri) as f:
+                records.append(json.loads(f.read()))
+    if not records:
         return {}
-    with open_file(uri) as f:
-        return json.loads(f.read())
+    return {"uri": "; ".join(dict.fromkeys(str(r["uri"]) for r in records)),
+            "cached": all(r["cached"] for r in records)}
 
 
 class VideoCrops:
@@ -150,7 +162,8 @@ class VideoCrops:
 
 
 class EditResolver:
-    """Callable (task, mean z_id, face track) → the z_ids [K, D] of the task's edits.
+    """The job's `dva.frontend.EditPlan`: which faces each edit addresses, and (task, a face's mean z_id, its
+    track) → the z_ids [K, D] of the task's edits for that face.
 
     Loads each artefact, reference identity and CLIP once per actor."""
 
@@ -174,10 +187,10 @@ class EditResolver:
             if uri.lower().endswith(IMAGE_SUFFIXES):
                 self._identities[uri] = self._image_identity(uri)
             else:
-                task = VideoTask(uri, "", "", [])
                 track = align_video(uri, self.landmarker, self.cfg.face)
-                z_id, _ = encode_codes(task, track, on_device(self.model.encode_identity, self.device),
-                                       on_device(self.model.encode_landmarks, self.device), self.cfg.chunk_frames)
+                [(z_id, _)] = encode_face_codes(uri, [track], on_device(self.model.encode_identity, self.device),
+                                                on_device(self.model.encode_landmarks, self.device),
+                                                self.cfg.chunk_frames)
                 self._identities[uri] = z_id.mean(axis=0)
         return self._identities[uri]
 
@@ -194,6 +207,25 @@ class EditResolver:
         if crop is None:
             raise NoFaceError(f"identity reference {uri!r}: no face found; use a clear frontal photo")
         return self.model.encode_identity(crops_to_tensor(crop[None]).to(self.device)).cpu().numpy()[0]
+
+    def faces(self, task: VideoTask, tracks: Sequence[AlignedTrack], z_ids: np.ndarray) -> dict[str, list[int]]:
+        """The tracks each of the task's edits addresses (its `@FACES` selector); NoFaceError naming the video when
+        an edit addresses none."""
+        out = {}
+        for edit in task.edits:
+            selector = parse_edit(edit).face_selector
+            reference = self.reference_identity(selector.uri) if selector.kind == "match" else None
+            try:
+                out[edit] = select_tracks(selector, [t.face_size for t in tracks], z_ids, reference,
+                                          self.cfg.faces_match_min_cosine)
+            except NoFaceError as err:
+                raise NoFaceError(f"{task.uri}: edit {edit}: {err}") from None
+            if not out[edit]:
+                best = float(identity_cosines(z_ids, reference[None]).max())
+                raise NoFaceError(
+                    f"{task.uri}: edit {edit}: none of its {len(tracks)} face(s) matches {selector.uri} (best "
+                    f"cosine {best:.3f} < faces_match_min_cosine {self.cfg.faces_match_min_cosine})")
+        return out
 
     def classifier(self) -> AttributeClassifier:
         if self._classifier is None:
@@ -251,7 +283,7 @@ class EditResolver:
                 clip_results[edit] = self.clip_direction(spec, task, track)
             z_edits.append(self._z_edit(spec, z_mean, clip_results[edit].direction if edit in clip_results else None))
         for edit, result in clip_results.items():  # only once every edit resolved: a failed video leaves none
-            record = direction_record_uri(self.cfg.output, task.video_id, edit)
+            record = direction_record_uri(self.cfg.output, task.video_id, edit, task.face)
             if not exists(record):  # the job's first pass wrote it when it optimised the direction
                 write_direction_record(record, result.uri, result.from_cache)
         return np.stack(z_edits).astype(np.float32)

@@ -1,8 +1,9 @@
 """Stage B, on GPU actors: batches of chunks from any videos → DDIM inversion once → one generation per edit.
 
-Frames of several videos share each UNet batch. x_T is stored per chunk (when latents are kept) or loaded when a
-previous run stored it, so a repeat edit costs N UNet calls per frame instead of 2N−1. Edited crops go to the work
-area `<output>/.work/<video_id>/<edit_id>/<chunk>.npy`, where stage C picks them up in frame order.
+A chunk holds frames of one face track (one person) of a video; chunks of every track of every video share the UNet
+batches. x_T is stored per chunk (when latents are kept) or loaded when a previous run stored it, so a repeat edit
+costs N UNet calls per frame instead of 2N−1. Edited crops go to the work area
+`<output>/.work/<video_id>/<edit_id>/face<k>/<chunk>.npy`, where stage C picks them up in frame order.
 
 Both writes go to the stage's `BackgroundWriter`: the UNet starts its next batch (the next edit, or the generation
 after an inversion) while the previous results travel to storage. A call returns its result rows only after all of
@@ -29,13 +30,14 @@ from dva.crops import crops_to_tensor, tensor_to_crops
 from dva.storage import join, write_bytes_atomic
 
 
-def work_uri(output: str, video_id: str, edit: str, chunk: int) -> str:
-    return join(output, ".work", video_id, edit_id(edit), f"{chunk:06d}.npy")
+def work_uri(output: str, video_id: str, edit: str, face: int, chunk: int) -> str:
+    return join(output, ".work", video_id, edit_id(edit), f"face{face}", f"{chunk:06d}.npy")
 
 
 def _result(row: dict, edit: str, frames: int = 0, unet_calls: int = 0, error: str = "") -> dict:
     return {"video_id": row["video_id"], "uri": row["uri"], "key": row["key"], "edit": edit,
-            "chunk": row["chunk"], "num_chunks": row["num_chunks"], "num_frames": row["num_frames"],
+            "face": row["face"], "chunk": row["chunk"], "num_chunks": row["num_chunks"],
+            "pair_chunks": row["pair_chunks"], "num_frames": row["num_frames"],
             "frames": frames, "unet_calls": unet_calls, "error": error or row["error"]}
 
 
@@ -132,7 +134,7 @@ def _generate(model: DiffusionVideoAutoencoder, rows: list[dict], *, output: str
         to_invert = [i for i, r in enumerate(rows) if not r["has_x_T"]]
         for i, r in enumerate(rows):
             if r["has_x_T"]:
-                stored = LatentStore(output, r["video_id"]).load_x_T(r["chunk"])
+                stored = LatentStore(output, r["video_id"]).load_x_T(r["face"], r["chunk"])
                 x_T[i] = _to_device(torch.from_numpy(stored), device)
         if to_invert:
             x0 = _to_device(crops_to_tensor(np.concatenate([rows[i]["crops"] for i in to_invert])), device)
@@ -141,8 +143,8 @@ def _generate(model: DiffusionVideoAutoencoder, rows: list[dict], *, output: str
             for i, part in zip(to_invert, inverted.split([sizes[i] for i in to_invert])):
                 x_T[i] = part
                 if store_latents:
-                    writes.append(writer.submit(LatentStore(output, rows[i]["video_id"]).save_x_T, rows[i]["chunk"],
-                                                part.cpu().numpy()))
+                    writes.append(writer.submit(LatentStore(output, rows[i]["video_id"]).save_x_T, rows[i]["face"],
+                                                rows[i]["chunk"], part.cpu().numpy()))
 
         edits = [json.loads(r["edits"]) for r in rows]
         for i, r in enumerate(rows):
@@ -154,8 +156,8 @@ def _generate(model: DiffusionVideoAutoencoder, rows: list[dict], *, output: str
             edited = _in_batches(generate, torch.cat([x_T[i] for i in members]), c, batch_frames, memory_format)
             for i, part in zip(members, edited.split([sizes[i] for i in members])):
                 r = rows[i]
-                writes.append(writer.submit(_write_crops, work_uri(output, r["video_id"], edits[i][k], r["chunk"]),
-                                            tensor_to_crops(part)))
+                writes.append(writer.submit(_write_crops, work_uri(output, r["video_id"], edits[i][k], r["face"],
+                                                                   r["chunk"]), tensor_to_crops(part)))
                 calls = steps if r["has_x_T"] or k > 0 else inverse_calls + steps
                 results.append(_result(r, edits[i][k], sizes[i], calls * sizes[i]))
     except BaseException:

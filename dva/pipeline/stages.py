@@ -7,6 +7,7 @@ the same code runs in unit tests without Ray. Also the job's latent key (`model_
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import Iterator
 
@@ -131,9 +132,9 @@ class GenerateStage:
 _CLIP_RESOLVERS: dict[str, EditResolver] = {}
 
 
-def optimise_video_clip_edits(cfg: EditJobConfig, task: VideoTask) -> dict[str, dict]:
-    """The directions of a video's clip edits, optimised (or read from the cache) on the face track that stage A
-    stored for it; {edit: {"uri", "cached"}}. Runs as a Ray task beside the pipeline, so the optimisation overlaps
+def optimise_video_clip_edits(cfg: EditJobConfig, task: VideoTask) -> dict[str, dict[int, dict]]:
+    """The directions of a video's clip edits for each face they address, optimised (or read from the cache) on the
+    face tracks that stage A stored; {edit: {face: {"uri", "cached"}}}. Runs as a Ray task beside the pipeline, so the optimisation overlaps
     stage B's inversion of the same video. The model (UNet included) and CLIP stay loaded in the worker process for
     the next video of the same job."""
     limit_threads(cfg.clip_task.num_cpus)
@@ -143,9 +144,15 @@ def optimise_video_clip_edits(cfg: EditJobConfig, task: VideoTask) -> dict[str, 
         model = load_model(cfg.model, stage_device(cfg.clip_task.num_gpus))
         _CLIP_RESOLVERS[key] = EditResolver(model, cfg, build_landmarker(cfg.face, "face."))
     resolver = _CLIP_RESOLVERS[key]
-    track = LatentStore(cfg.output, task.video_id).load_track()
-    results = {}
+    store = LatentStore(cfg.output, task.video_id)
+    tracks = store.load_tracks()
+    addressed = resolver.faces(task, tracks, np.stack([store.load_codes(k)[0].mean(axis=0)
+                                                       for k in range(len(tracks))]))
+    results: dict[str, dict[int, dict]] = {}
     for edit in task.edits:
-        result = resolver.clip_direction(parse_edit(edit), task, track)
-        results[edit] = {"uri": result.uri, "cached": result.from_cache}
+        results[edit] = {}
+        for face in addressed[edit]:
+            face_task = dataclasses.replace(task, edits=[edit], face=face)
+            result = resolver.clip_direction(parse_edit(edit), face_task, tracks[face])
+            results[edit][face] = {"uri": result.uri, "cached": result.from_cache}
     return results

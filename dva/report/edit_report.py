@@ -140,7 +140,7 @@ def _frame_cosines(summary: Optional[dict]) -> dict[tuple[str, str], np.ndarray]
 
 def _track(output_prefix: str, video_id: str):
     try:
-        return LatentStore(output_prefix, video_id).load_track()
+        return LatentStore(output_prefix, video_id).load_largest_track()
     except DvaError:  # the job kept no latents: stills without the face close-up
         return None
 

@@ -39,10 +39,11 @@ SCHEMA = pa.schema(
         ("direction", pa.string()),  # clip edits: the direction file the edit decoded with
         ("direction_cached", pa.bool_()),  # clip edits: whether that file came from the cache (not optimised now)
         ("fingerprint", pa.string()),  # the model, settings and version of the source the output was made from
+        ("faces", pa.string()),  # the face tracks the edit was applied to, e.g. "0,1" (latents/<video>/tracks.json)
     ]
 )
 # Columns added after the first release: parts written before them read back with nulls there.
-LATER_COLUMNS = ("direction", "direction_cached", "fingerprint")
+LATER_COLUMNS = ("direction", "direction_cached", "fingerprint", "faces")
 
 
 def edit_id(edit: str) -> str:
@@ -78,6 +79,7 @@ class ResultRow:
     direction: str | None = None
     direction_cached: bool | None = None
     fingerprint: str | None = None
+    faces: str | None = None
     edit_id: str = field(init=False)
 
     def __post_init__(self):
@@ -165,7 +167,7 @@ class JobSummary:
     ok: int = 0
     failed: int = 0
     skipped: int = 0
-    frames: int = 0
+    frames: int = 0  # face frames encoded or edited: each face track's frames once, whatever the edits
     unet_calls: int = 0
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)

@@ -87,7 +87,7 @@ def test_identity_transfer_changes_the_face_only(first_run):
     rows = [r for r in read_manifest(out).to_pylist() if r["video"].endswith("/astronaut.mp4")]
     recon = frames_of(next(r["output"] for r in rows if r["edit"] == "reconstruct")).astype(np.float32)
     swap = frames_of(next(r["output"] for r in rows if r["edit"].startswith("identity:"))).astype(np.float32)
-    track = LatentStore(out, rows[0]["video_id"]).load_track()
+    track = LatentStore(out, rows[0]["video_id"]).load_track(0)
     inside, outside = [], []
     for i in range(len(track)):
         diff = np.abs(recon[i] - swap[i]).mean(axis=2)
@@ -141,9 +141,9 @@ def test_mean_z_id_and_pixels_match_a_single_process_run(first_run, clip_folder,
     uri = f"{clip_folder}/astronaut.mp4"
     single = single_process_edits(cfg, uri, tmp_path, {"reconstruct": lambda z_mean: z_mean})
     vid = next(r["video_id"] for r in read_manifest(out).to_pylist() if r["video"] == uri)
-    codes = np.load(f"{out}/latents/{vid}/codes.npz")
+    codes = np.load(f"{out}/latents/{vid}/face0/codes.npz")
     assert np.allclose(codes["z_id_frames"].mean(0), single["z_mean"].numpy(), atol=1e-6)
-    x_T = np.concatenate([np.load(f"{out}/latents/{vid}/x_T/{c:06d}.npy") for c in range(3)])
+    x_T = np.concatenate([np.load(f"{out}/latents/{vid}/face0/x_T/{c:06d}.npy") for c in range(3)])
     assert np.allclose(x_T, single["x_T"].numpy(), atol=1e-4)
     reconstruction = frames_of(output_of(out, uri, "reconstruct"))
     swapped = frames_of(output_of(out, uri, f"identity:{grace_png}"))
@@ -173,9 +173,9 @@ def test_second_edit_reuses_latents(first_run, clip_folder, tiny_checkpoint, gra
     a, b = outputs(out), outputs(fresh_out)
     assert set(a) == set(b) and len(a) == 3
     for vid in {r["video_id"] for r in read_manifest(out).to_pylist()} & set(os.listdir(f"{fresh_out}/latents")):
-        for name in os.listdir(f"{fresh_out}/latents/{vid}/x_T"):  # stage B reproduces x_T bit for bit
-            assert np.array_equal(np.load(f"{out}/latents/{vid}/x_T/{name}"),
-                                  np.load(f"{fresh_out}/latents/{vid}/x_T/{name}"))
+        for name in os.listdir(f"{fresh_out}/latents/{vid}/face0/x_T"):  # stage B reproduces x_T bit for bit
+            assert np.array_equal(np.load(f"{out}/latents/{vid}/face0/x_T/{name}"),
+                                  np.load(f"{fresh_out}/latents/{vid}/face0/x_T/{name}"))
     for video in a:
         # The edited crops are identical too (checked by hand with the work files kept); the two H.264 encodes are
         # not bit-identical here, so compare the decoded frames up to encoder noise.
@@ -190,9 +190,9 @@ def test_encode_only_writes_reusable_latents(ray_local, clip_folder, tiny_checkp
     for row in (r for r in read_manifest(out).to_pylist() if r["status"] == "ok"):
         store = LatentStore(out, row["video_id"])
         assert store.is_complete(latent_key(cfg), file_stamp(row["video"]))
-        z_id, z_lnd = store.load_codes()
-        assert len(z_id) == len(z_lnd) == row["frames"] == len(store.load_track())
-        x_T = np.concatenate([store.load_x_T(c) for c in range(-(-row["frames"] // cfg.chunk_frames))])
+        z_id, z_lnd = store.load_codes(0)
+        assert len(z_id) == len(z_lnd) == row["frames"] == len(store.load_track(0))
+        x_T = np.concatenate([store.load_x_T(0, c) for c in range(-(-row["frames"] // cfg.chunk_frames))])
         assert x_T.shape == (row["frames"], 3, 32, 32)
     # an edit on top of the encoded prefix only generates: N calls per frame
     again = run_edit_job(load_job_config(EditJobConfig, "local_tiny",

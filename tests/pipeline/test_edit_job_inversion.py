@@ -32,11 +32,11 @@ def test_fixed_point_job_runs_and_ddim_does_not_reuse_its_latents(ray_local, tin
     video_id = read_manifest(out).to_pylist()[0]["video_id"]
     store = LatentStore(out, video_id)
     assert store.is_complete(latent_key(fixed_cfg), file_stamp(clip))
-    fixed_x_T = store.load_x_T(0)
+    fixed_x_T = store.load_x_T(0, 0)
 
     ddim_cfg, ddim = run("edits=[reconstruct]")
     assert latent_key(ddim_cfg) != latent_key(fixed_cfg)
     # not skipped and not decoded from the fixed-point x_T: inverted again, 2N−1 calls per frame
     assert (ddim.ok, ddim.skipped) == (1, 0) and ddim.unet_calls == (2 * ddim_cfg.steps - 1) * ddim.frames, ddim
     assert store.is_complete(latent_key(ddim_cfg), file_stamp(clip))
-    assert not np.array_equal(store.load_x_T(0), fixed_x_T)
+    assert not np.array_equal(store.load_x_T(0, 0), fixed_x_T)

@@ -20,7 +20,8 @@ from dva.metrics import ms_ssim, ssim
 from dva.models.autoencoder import DiffusionVideoAutoencoder
 from dva.runtime.weights import save_checkpoint
 from dva.models.config import ModelConfig
-from dva.latents import LatentStore
+from dva.frontend import tracks_summary
+from dva.latents import LatentKey, LatentStore
 from dva.runtime.eval_results import eval_prefix, read_summary, read_table
 from dva.runtime.manifest import ResultRow, output_uri, write_result
 from dva.crops import crops_to_tensor
@@ -188,7 +189,10 @@ def fake_edit_run(root: str, clip: str, landmarker, face_cfg) -> str:
     source, out = join(root, "in", "astronaut.mp4"), join(root, "out")
     _copy(clip, source)
     vid = make_video_id(source)
-    LatentStore(out, vid).save_track(align_video(source, landmarker, face_cfg))
+    store = LatentStore(out, vid)  # the face track as stage A stores it
+    track = align_video(source, landmarker, face_cfg)
+    store.save_tracks([track], [(np.zeros((1, 1)), np.zeros((1, 1)))], tracks_summary(source, [track], np.ones((1, 4))))
+    store.commit_tracks(LatentKey("m", 1, 1), 1, source, "")
     info = probe(source)
     same, noisy = output_uri(out, "astronaut.mp4", "reconstruct"), output_uri(out, "astronaut.mp4", NOISY_EDIT)
     _copy(source, same)

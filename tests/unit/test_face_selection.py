@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dva.editing.faces import FaceSelector, identity_distances, parse_faces, select_tracks, split_selector
+from dva.editing.faces import FaceSelector, parse_faces, select_tracks, split_selector
+from dva.face.tracks import identity_distances
 from dva.errors import ConfigError, NoFaceError
 
 # three tracks: person A large, person B small, and A again (re-entered after a long absence) at middle size

@@ -26,7 +26,7 @@ from dva.runtime.config import load_job_config
 from dva.pipeline.edit_job import _finalize_pair
 from dva.pipeline.finalize import finalize_video, paste_masker
 from dva.pipeline.generate import work_uri
-from dva.latents import LatentStore
+from dva.latents import LatentKey, LatentStore
 from dva.storage import write_bytes_atomic
 from dva.video import Colour, iter_frames, probe
 from standin_weights import write_bisenet
@@ -97,19 +97,21 @@ def _face_points() -> np.ndarray:
 
 
 def stage_c_inputs(output: str, source: str, video_id: str, edit: str, status: list[int],
-                   edited_colour=(255, 0, 255)) -> int:
+                   edited_colour=(255, 0, 255)) -> dict[int, int]:
     """Store the face track and one chunk of edited crops (one flat colour, one per frame from the first to the last
     face) as stages A and B leave them."""
     n = len(status)
     track = AlignedTrack(source=source, fps=Fraction(30), frame_size=(WIDTH, HEIGHT), crop_size=CROP,
                          points=np.repeat(_face_points()[None], n, 0).astype(np.float32),
                          status=np.array(status, np.uint8), quads=np.repeat(QUAD[None], n, 0))
-    LatentStore(output, video_id).save_track(track)
+    store = LatentStore(output, video_id)
+    store.save_tracks([track], [(np.zeros((1, 4), np.float32), np.zeros((1, 4), np.float32))], {})
+    store.commit_tracks(LatentKey("m", 1, 1), 1, source, "")
     buf = io.BytesIO()
     edited = (len(track.face_frames), CROP, CROP, 3)
     np.save(buf, np.broadcast_to(np.array(edited_colour, np.uint8), edited).copy(), allow_pickle=False)
-    write_bytes_atomic(work_uri(output, video_id, edit, 0), buf.getvalue())
-    return 1
+    write_bytes_atomic(work_uri(output, video_id, edit, 0, 0), buf.getvalue())
+    return {0: 1}
 
 
 def _times(path: str) -> tuple[list[Fraction], list[float], Fraction]:

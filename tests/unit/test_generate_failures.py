@@ -37,7 +37,7 @@ def chunk_row(model, video: str, chunk: int, frames: int, marked: bool) -> dict:
     if marked:
         z_lnd[:] = MARKER
     return {"uri": f"/in/{video}.mp4", "key": f"{video}.mp4", "video_id": video, "num_frames": 2 * frames,
-            "num_chunks": 2, "z_id": rng.normal(size=model.cfg.identity_encoder.dim).astype(np.float32),
+            "num_chunks": 2, "face": 0, "pair_chunks": json.dumps({"reconstruct": 2}), "z_id": rng.normal(size=model.cfg.identity_encoder.dim).astype(np.float32),
             "edits": json.dumps(["reconstruct"]), "z_edits": np.zeros((1, model.cfg.identity_encoder.dim), np.float32),
             "has_x_T": False, "error": "", "chunk": chunk, "start": chunk * frames,
             "crops": rng.integers(0, 256, (frames, 32, 32, 3), dtype=np.uint8), "z_lnd": z_lnd}
