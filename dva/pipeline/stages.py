@@ -134,9 +134,9 @@ _CLIP_RESOLVERS: dict[str, EditResolver] = {}
 
 def optimise_video_clip_edits(cfg: EditJobConfig, task: VideoTask) -> dict[str, dict[int, dict]]:
     """The directions of a video's clip edits for each face they address, optimised (or read from the cache) on the
-    face tracks that stage A stored; {edit: {face: {"uri", "cached"}}}. Runs as a Ray task beside the pipeline, so the optimisation overlaps
-    stage B's inversion of the same video. The model (UNet included) and CLIP stay loaded in the worker process for
-    the next video of the same job."""
+    face tracks that stage A stored; {edit: {face: {"uri", "cached"}}}. Runs as a Ray task beside the pipeline, so
+    the optimisation overlaps stage B's inversion of the same video. The model (UNet included) and CLIP stay loaded
+    in the worker process for the next video of the same job."""
     limit_threads(cfg.clip_task.num_cpus)
     key = to_yaml(cfg)  # the whole job: the resolver writes under its output and uses its clip_edit settings
     if key not in _CLIP_RESOLVERS:
