@@ -167,3 +167,17 @@ def test_a_person_who_leaves_and_comes_back_is_joined_again_by_identity(sample_c
     monkeypatch.setattr(cfg.face.track, "reassociate_min_cosine", 1.0)  # nobody is that alike: two people
     tracks, codes = find_faces(task, cfg.face, None, model.encode_identity, model.encode_landmarks, chunk_frames=4)
     assert [t.face_frames for t in tracks] == [range(0, 5), range(8, 12)] and [len(c[0]) for c in codes] == [5, 4]
+
+
+def test_a_face_seen_in_a_third_of_the_clip_is_edited_where_it_is_seen(sample_clip, tmp_path):
+    """`track.min_detected_fraction` (0.5) applies to a track's own span: a face in 4 of 12 frames is one track over
+    those 4 frames (the whole video failed with NoFaceError when the fraction counted every frame)."""
+    cfg = load_job_config(EditJobConfig, "local_tiny", ["input=unused", "output=unused"])
+    uri = sample_clip("astronaut", frames=12, face_range=(8, 12))
+    model = load_model(cfg.model, with_unet=False)
+    store = LatentStore(str(tmp_path), "video")
+    rows = list(prepare_video(VideoTask(uri, "a.mp4", "video", ["reconstruct"]), cfg.face, build_landmarker(cfg.face),
+                              model.encode_identity, model.encode_landmarks, EveryFace(), store, LatentKey("m", 3, 4),
+                              chunk_frames=4, reuse_latents=False))
+    assert store.load_track(0).face_frames == range(8, 12)
+    assert [(r["face"], r["start"], len(r["crops"])) for r in rows] == [(0, 8, 4)]
