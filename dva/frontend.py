@@ -151,17 +151,19 @@ def prepare_video(task: VideoTask, face: FaceConfig, landmarker: FaceLandmarker,
                   reuse_latents: bool) -> Iterator[dict]:
     """Yield one row per chunk of each addressed track: crops (or none when x_T is stored), z_lnd, the track's mean
     z_id, its edits. The tracks and codes are stored (committed last), whether or not x_T will be."""
-    if reuse_latents and store.has_tracks(latent_key, task.source):
+    stored = reuse_latents and store.has_tracks(latent_key, task.source)
+    if stored:
         tracks = store.load_tracks()
         codes = [store.load_codes(k) for k in range(len(tracks))]
     else:
         store.invalidate()
         tracks, codes = find_faces(task, face, landmarker, encode_identity, encode_landmarks, chunk_frames)
-        # The per-person reduction: one identity for every frame with that face (SPEC §3 step 4), never
-        # re-normalised. Only those frames are inverted and edited: elsewhere the person is absent.
-        store.save_tracks(tracks, codes, tracks_summary(task.uri, tracks, np.stack([z.mean(0) for z, _ in codes])))
-        store.commit_tracks(latent_key, len(tracks), task.uri, task.source)
+    # The per-person reduction: one identity for every frame with that face (SPEC §3 step 4), never re-normalised.
+    # Only those frames are inverted and edited: elsewhere the person is absent.
     z_ids = np.stack([z.mean(axis=0) for z, _ in codes])
+    if not stored:
+        store.save_tracks(tracks, codes, tracks_summary(task.uri, tracks, z_ids))
+        store.commit_tracks(latent_key, len(tracks), task.uri, task.source)
     addressed = plan.faces(task, tracks, z_ids) if task.edits else {"": list(range(len(tracks)))}
     faces = sorted({k for ks in addressed.values() for k in ks})
     num_chunks = {k: -(-len(tracks[k].face_frames) // chunk_frames) for k in faces}

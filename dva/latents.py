@@ -67,6 +67,10 @@ def _read_json(uri: str) -> Optional[dict]:
         return json.loads(f.read())
 
 
+def _made_for(meta: Optional[dict], key: LatentKey, source_stamp: str) -> bool:
+    return meta is not None and all(meta.get(k) == v for k, v in key.record(source_stamp).items())
+
+
 class LatentStore:
     def __init__(self, output_prefix: str, video_id: str):
         self.root = join(output_prefix, "latents", video_id)
@@ -83,8 +87,7 @@ class LatentStore:
         return self._uri(f"face{face}", *parts)
 
     def _matches(self, uri: str, key: LatentKey, source_stamp: str) -> bool:
-        meta = _read_json(uri)
-        return meta is not None and all(meta.get(k) == v for k, v in key.record(source_stamp).items())
+        return _made_for(_read_json(uri), key, source_stamp)
 
     def has_tracks(self, key: LatentKey, source_stamp: str) -> bool:
         """Whether the front end's result (every track and its codes) is committed for `key` and for the source as
@@ -92,13 +95,14 @@ class LatentStore:
         return self._matches(self._uri("meta.json"), key, source_stamp)
 
     def has_x_T(self, face: int, key: LatentKey, source_stamp: str) -> bool:
-        """Whether track `face`'s x_T is committed for `key` and the source as it is now."""
-        return self.has_tracks(key, source_stamp) and self._matches(self._face(face, "x_T.json"), key, source_stamp)
+        """Whether track `face`'s x_T is committed for `key` and the source as it is now. A record can only belong
+        to the stored tracks: `invalidate` removes every face's files before tracks are found again."""
+        return self._matches(self._face(face, "x_T.json"), key, source_stamp)
 
     def is_complete(self, key: LatentKey, source_stamp: str) -> bool:
-        """Whether every track of the video has its x_T stored for `key` and the source as it is now."""
+        """Whether the tracks and every track's x_T are stored for `key` and the source as it is now."""
         meta = _read_json(self._uri("meta.json"))
-        return (self.has_tracks(key, source_stamp)
+        return (_made_for(meta, key, source_stamp)
                 and all(self.has_x_T(face, key, source_stamp) for face in range(int(meta["tracks"]))))
 
     def invalidate(self) -> None:

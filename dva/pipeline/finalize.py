@@ -82,7 +82,7 @@ def finalize_video(output: str, uri: str, key: str, video_id: str, edit: str, fa
         for index, (frame, time) in enumerate(iter_timed_frames(uri)):
             present = []
             for k, track in enumerate(tracks):
-                if index >= len(track) or index not in track.face_frames:  # that person is absent here
+                if index not in track.face_frames:  # that person is absent here
                     continue
                 quad = track.quads[index]
                 crop = mask = None
