@@ -40,7 +40,8 @@ class LatentKey:
     chunk_frames: int
 
     def fingerprint(self, source_stamp: str) -> str:
-        """One short id of the key and a version of a video: what a finished (video, edit) was made from."""
+        """One short id of the key and a version of a video: what the video's latents were made from (a finished
+        (video, edit) adds the edit's files and stage C's settings: `dva.pipeline.fingerprint`)."""
         text = f"{self.model_fingerprint}/{self.steps}/{self.chunk_frames}/{source_stamp}"
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -247,13 +247,14 @@ def hash_model(model: nn.Module, encoder_id: str | None = None) -> str:
     return digest(to_yaml(model.cfg), encoder_id, *(x for k in sorted(state) for x in (k, state[k])))
 
 
-def _settings(cfg: ClipEditConfig) -> str:
-    """The settings that change the optimised Δ (the output location does not), the CLIP weights by their content:
-    a file replaced at the same location is another key, the same file elsewhere the same one."""
+def direction_settings(cfg: ClipEditConfig, weights_digest: Callable[[str], str] = content_digest) -> str:
+    """The settings that change the optimised Δ (the output location does not), the CLIP weights by their content
+    (`weights_digest` of their URI): a file replaced at the same location is another key, the same file elsewhere
+    the same one."""
     d = dataclasses.asdict(cfg)
     d.pop("output_prefix")
     if cfg.clip.weights:
-        d["clip"]["weights"] = content_digest(cfg.clip.weights)
+        d["clip"]["weights"] = weights_digest(cfg.clip.weights)
     return json.dumps(d, sort_keys=True)
 
 
@@ -305,7 +306,7 @@ def optimise_clip_direction(
     encoder_id = identity_encoder_id(model)
     model_hash = model_hash or hash_model(model, encoder_id)
     key = digest(DIRECTION_FORMAT, model_hash, crops, "mask", mask, source_id, source, target,
-                 _settings(cfg))
+                 direction_settings(cfg))
     uri = None
     if cfg.output_prefix:
         uri = f"{cfg.output_prefix.rstrip('/')}/clip-{_slug(target)}-{key[:16]}.safetensors"

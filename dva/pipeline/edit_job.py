@@ -21,6 +21,7 @@ from typing import Callable, Optional, Sequence
 from dva.errors import ConfigError, DvaError, StorageError
 from dva.runtime.weights import check_checkpoint
 from dva.pipeline.config import EditJobConfig
+from dva.pipeline.fingerprint import PairFingerprints
 from dva.runtime.config import load_job_config
 from dva.pipeline.edit_resolution import (check_clip_weights, direction_record_uri, has_clip_edits, parse_job_edits,
                                 read_direction_record, write_direction_record)
@@ -75,13 +76,17 @@ def _finalize_pair(cfg: EditJobConfig, uri: str, key: str, video_id: str, edit: 
 
 
 def pending_tasks(output: str, videos: Sequence[VideoInput], job_edits: Sequence[str],
-                  key: Optional[LatentKey] = None) -> tuple[list[dict], int]:
+                  fingerprints: Optional[PairFingerprints] = None) -> tuple[list[dict], int]:
     """The videos with edits still to do under `output` (each with those edits; none: encode only) and the number
-    of (video, edit) pairs already done there, which a rerun skips. With the job's latent `key`, a pair counts as
-    done only when its output was made from the same input bytes, weights and settings (the row's fingerprint)."""
+    of (video, edit) pairs already done there, which a rerun skips. With the job's `fingerprints`, a pair counts as
+    done only when its output was made from the same input bytes, weights, settings and edit files (the row's
+    fingerprint); each task carries its pairs' fingerprints ({edit: fingerprint}, "" for encode only)."""
     stamps = {v.video_id: _stamp(v.uri) for v in videos}
-    fingerprints = {vid: key.fingerprint(stamp) for vid, stamp in stamps.items()} if key is not None else None
-    done = completed(output, fingerprints)  # an output of a replaced input or other weights is made again
+    made_from = {v.video_id: {e: fingerprints(stamps[v.video_id], e) if fingerprints is not None else ""
+                              for e in ["", *_edits_for(v, job_edits)]} for v in videos}
+    # an output of a replaced input, other weights or settings, or an edit file replaced in place is made again
+    done = completed(output, {(vid, edit_id(e)): f for vid, by_edit in made_from.items() for e, f in by_edit.items()}
+                     if fingerprints is not None else None)
     tasks, skipped = [], 0
     for v in videos:
         todo = [e for e in _edits_for(v, job_edits) if (v.video_id, edit_id(e)) not in done]
@@ -89,7 +94,7 @@ def pending_tasks(output: str, videos: Sequence[VideoInput], job_edits: Sequence
         if todo or (not job_edits and (v.video_id, edit_id("")) not in done):
             tasks.append({"uri": v.uri, "key": v.key, "video_id": v.video_id, "edits": todo,
                           "source": stamps[v.video_id],
-                          "fingerprint": fingerprints[v.video_id] if fingerprints is not None else ""})
+                          "fingerprints": made_from[v.video_id]})
     return tasks, skipped
 
 
@@ -108,7 +113,8 @@ def run_edit_job(cfg: EditJobConfig) -> JobSummary:
                      cfg.sweep_partials_after_s, redact(cfg.output))
     from dva.pipeline.stages import latent_key
 
-    tasks, skipped = pending_tasks(cfg.output, videos, job_edits, latent_key(cfg))  # hashes the weights: once, here
+    # hashes the weights and every file an edit references: once, here
+    tasks, skipped = pending_tasks(cfg.output, videos, job_edits, PairFingerprints(cfg, latent_key(cfg)))
     summary = JobSummary(skipped=skipped)
     log.info("%d videos, %d to process, %d (video, edit) pairs already done", len(videos), len(tasks),
              summary.skipped)
@@ -221,7 +227,9 @@ def _start_stages(ray, cfg: EditJobConfig, tasks: list[dict], key: LatentKey, cl
     from dva.pipeline.stages import GenerateStage, PrepareStage
 
     # Ray Data restarts a lost stage actor and retries its batch by itself.
-    ds = ray.data.from_items(tasks, override_num_blocks=len(tasks))
+    # Stage A reads a task's `VideoTask` fields; the driver keeps the rest (the pairs' fingerprints).
+    items = [{k: t[k] for k in ("uri", "key", "video_id", "edits", "source")} for t in tasks]
+    ds = ray.data.from_items(items, override_num_blocks=len(tasks))
     ds = ds.map_batches(PrepareStage, fn_constructor_kwargs={"cfg": cfg, "key": key, "clip_edits": clip_edits},
                         batch_size=1, compute=actor_pool(cfg.frontend), **cfg.frontend.ray_options())
     return ds.map_batches(GenerateStage, fn_constructor_kwargs={"cfg": cfg},
@@ -300,7 +308,7 @@ class _PassResults:
         if edit:
             self.pending.append(self.finalize.remote(self.cfg, row["uri"], row["key"], vid, edit,
                                                      self.pair_faces[(vid, edit)], self.started[vid],
-                                                     task["fingerprint"]))
+                                                     task["fingerprints"][edit]))
         elif vid not in self.quiet_encodes:
             self._record_encoded(row)
 
@@ -309,7 +317,7 @@ class _PassResults:
         result = ResultRow(row["uri"], vid, "", "ok", frames=int(row["num_frames"]),
                            seconds=time.time() - self.started[vid],
                            output=join(LatentStore(self.cfg.output, vid).root, "meta.json"),
-                           fingerprint=self.tasks[vid]["fingerprint"])
+                           fingerprint=self.tasks[vid]["fingerprints"][""])
         write_result(self.cfg.output, result)
         _record(self.cfg, self.summary, {"video": result.video, "edit": "", "status": "ok", "frames": result.frames,
                                          "output": result.output})

@@ -94,6 +94,7 @@ def load_encode(config: str, overrides: Sequence[str]):
 def check_edit(cfg, report: Report) -> None:
     from dva.pipeline.edit_job import pending_tasks
     from dva.pipeline.edit_resolution import parse_job_edits
+    from dva.pipeline.fingerprint import PairFingerprints
 
     check_files_exist(report, configured_files(cfg.model, "model") + face_files(cfg.face))
     check_model(report, cfg.model)  # stage B loads all of it, stage A all but the UNet
@@ -108,7 +109,8 @@ def check_edit(cfg, report: Report) -> None:
     key, unhashed = _latent_key_without_fetching(cfg)
 
     def read_done() -> str:
-        found, done = pending_tasks(cfg.output, videos or [], parse_job_edits(cfg.edits), key)
+        fingerprints = PairFingerprints(cfg, key) if key is not None else None
+        found, done = pending_tasks(cfg.output, videos or [], parse_job_edits(cfg.edits), fingerprints)
         tasks.extend(found)
         skipped.append(done)
         return f"{done} (video, edit) pair(s) already done under {cfg.output}{unhashed}"

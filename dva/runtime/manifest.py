@@ -38,7 +38,7 @@ SCHEMA = pa.schema(
         ("output", pa.string()),
         ("direction", pa.string()),  # clip edits: the direction file the edit decoded with
         ("direction_cached", pa.bool_()),  # clip edits: whether that file came from the cache (not optimised now)
-        ("fingerprint", pa.string()),  # the model, settings and version of the source the output was made from
+        ("fingerprint", pa.string()),  # the source version, model, settings and edit files the output was made from
         ("faces", pa.string()),  # the face tracks the edit was applied to, e.g. "0,1" (latents/<video>/tracks.json)
     ]
 )
@@ -133,12 +133,13 @@ def read_manifest(output_prefix: str) -> pa.Table:
     return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
 
 
-def completed(output_prefix: str, fingerprints: dict[str, str] | None = None) -> set[tuple[str, str]]:
+def completed(output_prefix: str,
+              fingerprints: dict[tuple[str, str], str] | None = None) -> set[tuple[str, str]]:
     """The (video_id, edit_id) pairs whose row says "ok" and whose output exists: what a rerun may skip. With
-    `fingerprints` ({video_id: fingerprint}), only rows made from that fingerprint count: an output of a replaced
-    source, or of other weights or settings, is made again."""
+    `fingerprints` ({(video_id, edit_id): fingerprint}), only rows made from that fingerprint count: an output of a
+    replaced source, of other weights or settings, or of an edit file replaced in place is made again."""
     rows = [r for r in read_manifest(output_prefix).to_pylist() if r["status"] == "ok" and r["output"]
-            and (fingerprints is None or r["fingerprint"] == fingerprints.get(r["video_id"]))]
+            and (fingerprints is None or r["fingerprint"] == fingerprints.get((r["video_id"], r["edit_id"])))]
     if not rows:
         return set()
     videos = join(output_prefix, "videos")

@@ -7,7 +7,7 @@ import json
 import pytest
 
 import dva.pipeline.edit_job as edit_job
-from dva.editing.clip_direction import _settings as clip_settings
+from dva.editing.clip_direction import direction_settings
 from dva.errors import ConfigError, MissingWeightsError
 from dva.pipeline.config import EditJobConfig
 from dva.runtime.config import load_job_config
@@ -53,7 +53,7 @@ def test_clip_task_resources_are_their_own_block_and_validated(tmp_path):
     assert (cfg.clip_task.num_cpus, cfg.clip_task.num_gpus) == (1.0, 0.5)
     assert cfg.clip_task.resources == {"clip_node": 1.0} and cfg.frontend.num_gpus == 0
     # Where the task runs does not change the direction: the cache key ignores the block.
-    assert clip_settings(cfg.clip_edit) == clip_settings(job(tmp_path).clip_edit)
+    assert direction_settings(cfg.clip_edit) == direction_settings(job(tmp_path).clip_edit)
     for override, key in (("clip_task.num_gpus=1.5", "num_gpus"), ("clip_task.num_cpus=-1", "num_cpus"),
                           ("clip_task.resources.clip_node=-2", r"resources\.clip_node")):
         with pytest.raises(ConfigError, match=rf"config key `clip_task\.{key}`"):

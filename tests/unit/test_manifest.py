@@ -63,6 +63,18 @@ def test_completed_counts_only_ok_rows_whose_output_exists(storage_root):
     assert completed(storage_root) == {(done.video_id, done.edit_id), (elsewhere.video_id, elsewhere.edit_id)}
 
 
+def test_completed_compares_each_pair_with_its_own_fingerprint(storage_root):
+    rows = [_row("/in/a.mp4", edit, output=output_uri(storage_root, "a.mp4", edit), fingerprint=f"made from {edit}")
+            for edit in ("classifier:Smiling:1", "reconstruct")]
+    for row in rows:
+        write_bytes_atomic(row.output, b"video")
+        write_result(storage_root, row)
+    smiling, reconstruct = ((row.video_id, row.edit_id) for row in rows)
+    now = {smiling: "made from classifier:Smiling:1", reconstruct: "made from reconstruct"}
+    assert completed(storage_root, now) == {smiling, reconstruct}
+    assert completed(storage_root, {**now, smiling: "classifier file replaced"}) == {reconstruct}
+
+
 def test_empty_output_has_an_empty_manifest(storage_root):
     assert read_manifest(storage_root).num_rows == 0
     assert completed(storage_root) == set()

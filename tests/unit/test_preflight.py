@@ -148,6 +148,7 @@ def test_a_passing_check_prints_the_plan(capsys, two_clips, tmp_path):
     from dva.video.decode import probe
 
     from dva.pipeline.edit_job import job_config_from_arguments
+    from dva.pipeline.fingerprint import PairFingerprints
     from dva.pipeline.stages import latent_key
     from dva.storage import file_stamp
 
@@ -157,7 +158,8 @@ def test_a_passing_check_prints_the_plan(capsys, two_clips, tmp_path):
     finished = output_uri(out_dir, done.key, "reconstruct")  # as the job leaves a finished pair: video, then row
     os.makedirs(os.path.dirname(finished))
     open(finished, "wb").close()
-    made_from = latent_key(job_config_from_arguments("local_tiny", overrides)).fingerprint(file_stamp(done.uri))
+    cfg = job_config_from_arguments("local_tiny", overrides)
+    made_from = PairFingerprints(cfg, latent_key(cfg))(file_stamp(done.uri), "reconstruct")
     write_result(out_dir, ResultRow(done.uri, done.video_id, "reconstruct", "ok", frames=12, output=finished,
                                     fingerprint=made_from))
     write_result(out_dir, ResultRow(todo.uri, todo.video_id, "reconstruct", "ok", frames=12, output=finished,
