@@ -81,6 +81,11 @@ def aws_node_types() -> dict[str, dict]:
             for name, t in config["available_node_types"].items() if name != config["head_node_type"]}
 
 
+def node_types(cluster: str) -> dict[str, dict]:
+    """The worker node types of the shared KubeRay cluster (`kuberay`) or of the launcher's (`aws`)."""
+    return worker_groups(docs(KUBERAY / "raycluster.yaml")[0]["spec"]) if cluster == "kuberay" else aws_node_types()
+
+
 def ray_pin() -> str:
     return re.search(r"^ray==(\S+)$", (REPO / "constraints.txt").read_text(), re.M).group(1)
 
@@ -230,14 +235,15 @@ def full_scale(types: dict[str, dict]) -> list[dict[str, float]]:
     return [dict(t["resources"]) for t in types.values() for _ in range(t["max_workers"])]
 
 
-@pytest.mark.parametrize("cluster", ["own", "raycluster.yaml"])
+@pytest.mark.parametrize("cluster", ["own", "kuberay", "aws"])
 @pytest.mark.parametrize("path", RAYJOB_FILES, ids=lambda p: p.name)
 def test_job_fits_the_cluster_at_full_scale(path, cluster):
     """Every actor / Train worker of the job's preset fits in the worker groups at maxReplicas, on its RayJob's
-    cluster and on the shared RayCluster: otherwise the autoscaler cannot place them and the job waits for ever."""
+    cluster, on the shared RayCluster and on the launcher's: otherwise the autoscaler cannot place them and the job
+    waits for ever."""
     (job,) = docs(path)
-    doc = job if cluster == "own" else docs(KUBERAY / cluster)[0]
-    assert place(demand(job), full_scale(worker_groups(cluster_spec(doc)))) == []
+    types = worker_groups(cluster_spec(job)) if cluster == "own" else node_types(cluster)
+    assert place(demand(job), full_scale(types)) == []
 
 
 @pytest.mark.parametrize("cluster", ["kuberay", "aws"])
@@ -246,7 +252,7 @@ def test_every_request_of_a_job_fits_some_node_type(path, cluster):
     """Each actor or task the job's preset asks for (custom resources included) fits a node type of the KubeRay
     cluster and of the launcher's: a resource no node type offers would keep the stage waiting for ever."""
     (job,) = docs(path)
-    types = worker_groups(docs(KUBERAY / "raycluster.yaml")[0]["spec"]) if cluster == "kuberay" else aws_node_types()
+    types = node_types(cluster)
     for bundle in demand(job):
         assert any(fits(bundle, t["resources"]) for t in types.values()), (bundle, types)
 
@@ -263,7 +269,7 @@ def test_a_gpu_pods_places_add_up(node):
     GPU share, so no start order can leave a pod without its UNet actor (tests/pipeline/test_multinode.py runs the
     worst one on Ray). Without the places it could: stage A alone can fill a pod's CPUs."""
     cluster, name = node.split()
-    types = worker_groups(docs(KUBERAY / "raycluster.yaml")[0]["spec"]) if cluster == "kuberay" else aws_node_types()
+    types = node_types(cluster)
     pod = types[name]["resources"]
     cfg = edit_job_config()
     stages = {"frontend": cfg.frontend, "generate": cfg.generate, "clip_task": cfg.clip_task}
@@ -282,8 +288,8 @@ def test_a_gpu_pods_places_add_up(node):
 
 
 def test_kuberay_and_launcher_gpu_nodes_offer_the_same_places():
-    kuberay = worker_groups(docs(KUBERAY / "raycluster.yaml")[0]["spec"])
-    assert custom_resources(kuberay["gpu"]["resources"]) == custom_resources(aws_node_types()["gpu_worker"]["resources"])
+    kuberay, aws = node_types("kuberay")["gpu"], node_types("aws")["gpu_worker"]
+    assert custom_resources(kuberay["resources"]) == custom_resources(aws["resources"])
 
 
 def test_aws_launcher_config_passes_rays_schema():
