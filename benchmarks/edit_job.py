@@ -1,7 +1,8 @@
 """End-to-end throughput of the Ray edit job against a plain batched loop doing the same UNet calls.
 
     python benchmarks/edit_job.py                          # tiny model, CPU, local Ray
-    python benchmarks/edit_job.py --config cluster_gpu --videos 16 --frames 64 model.checkpoint=...   # on a GPU
+    python benchmarks/edit_job.py --config cluster_gpu --videos 16 --frames 64 model.checkpoint=... \
+        ray_address=127.0.0.1:6379   # on a GPU; start Ray with a GPU pod's places first (README "Running on a cluster")
     python benchmarks/edit_job.py --faces 2                # two people in every clip: compare face-frames/s
 
 Prints frames/s end to end, UNet calls per frame (2N−1 for the first edit, N for each further one and for a rerun

@@ -8,6 +8,7 @@
 - Node loss during the edit job and during training, with `ray.cluster_utils.Cluster`: the node holding a stage's
   actor (or a training worker) is removed mid-run, its processes killed, and a replacement node added, as an
   autoscaler would. Stage B is caught with a batch running (the state API, through the head's dashboard).
+- The packing of `cluster_gpu` on GPU pods of the KubeRay spec's shape, its actors started in the worst order.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dva.runtime.manifest import read_manifest
 from dva.samples import make_sample_clip
 from dva.storage import list_files
 from dva.train.ray_train import POLL_ENV, run_training
+from cluster_pods import gpu_pod
 from ray_head import job_env, ray_head, submit
 from s3 import free_port
 from test_train_job import build_dataset, snapshots, train_cfg
@@ -142,14 +144,16 @@ def cluster(s3_server):  # S3 settings first: the nodes' workers inherit them
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-NODE_KINDS = {"front": {"CPU": 1, "front": 1}, "accel": {"CPU": 1, "accel": 1}, "trainer": {"CPU": 1, "trainer": 1}}
+# `gpu_pod`: a pod of cluster/kuberay/raycluster.yaml's `gpu` group (its CPUs, one GPU as a resource, the places)
+NODE_KINDS = {"front": {"CPU": 1, "front": 1}, "accel": {"CPU": 1, "accel": 1}, "trainer": {"CPU": 1, "trainer": 1},
+              "gpu_pod": gpu_pod()}
 STAGE_RESOURCES = ("frontend.resources={front: 1}", "generate.resources={accel: 1}")
 
 
 def add_node(cluster, kind: str):
     resources = dict(NODE_KINDS[kind])
-    return cluster.add_node(num_cpus=resources.pop("CPU"), resources=resources, node_ip_address="127.0.0.1",
-                            object_store_memory=200 * 1024 * 1024)
+    return cluster.add_node(num_cpus=resources.pop("CPU"), num_gpus=resources.pop("GPU", 0), resources=resources,
+                            node_ip_address="127.0.0.1", object_store_memory=200 * 1024 * 1024)
 
 
 def edit_config(clips: Path, out: Path, checkpoint: str, address: str):
@@ -316,3 +320,53 @@ def test_training_resumes_on_a_new_node_with_every_step_once(cluster, s3_server,
     assert resumed[0]["step"] > 0 and resumed[0]["step"] % cfg.checkpoint_every == 0  # from a checkpoint
     print(f"[multinode] training: node lost after {loss.after_s:.0f} s, resumed at step {resumed[0]['step']}, "
           f"run {time.time() - loss.started:.0f} s")
+
+
+GPU_PODS = 2
+
+
+def test_every_gpu_pod_runs_its_unet_actor_after_the_worst_start_order(cluster):
+    """`cluster_gpu`'s actors on two GPU pods, each asking for exactly its preset's Ray resources, started in the
+    worst order for the UNet: as many stage-A actors as the pods' CPUs could hold, then more CLIP tasks than there
+    are pods (actors here, holding the same resources), and only then the UNet actors. Each pod still runs its UNet
+    actor, beside its stage-A actors and one CLIP task; the stage-A actors and CLIP tasks left over wait."""
+    import ray
+
+    c, _, _ = cluster
+    cfg = load_job_config(EditJobConfig, "cluster_gpu", ["input=s3://b/in", "output=s3://b/out",
+                                                         "model.checkpoint=s3://b/m.safetensors"])
+    pod = NODE_KINDS["gpu_pod"]
+    pods = [add_node(c, "gpu_pod") for _ in range(GPU_PODS)]
+
+    @ray.remote
+    class Holder:  # holds its stage's resources; says where it runs
+        def node(self) -> str:
+            return ray.get_runtime_context().get_node_id()
+
+    holders, left_over = [], []
+
+    def start(stage, count: int, placed: int) -> list[str]:
+        """`count` holders of the stage's resources; waits for the first `placed` and returns their nodes."""
+        actors = [Holder.options(**stage.ray_options()).remote() for _ in range(count)]
+        holders.extend(actors)
+        refs = [a.node.remote() for a in actors]
+        ready, waiting = ray.wait(refs, num_returns=placed, timeout=180)
+        assert len(ready) == placed, f"{len(ready)} of {count} started, {placed} expected"
+        left_over.extend(waiting)
+        return ray.get(ready)
+
+    try:
+        frontend = start(cfg.frontend, GPU_PODS * int(pod["CPU"] // cfg.frontend.num_cpus),
+                         GPU_PODS * int(pod["frontend_slot"]))
+        clip = start(cfg.clip_task, GPU_PODS * 2, GPU_PODS * int(pod["clip_slot"]))
+        unet = start(cfg.generate, GPU_PODS, GPU_PODS)
+        ids = {p.node_id for p in pods}
+        assert sorted(unet) == sorted(ids)  # one UNet actor on every pod
+        assert {n: frontend.count(n) for n in ids} == {n: pod["frontend_slot"] for n in ids}
+        assert sorted(clip) == sorted(ids)
+        assert ray.wait(left_over, num_returns=len(left_over), timeout=2)[0] == []  # beyond the places: waiting
+    finally:
+        for actor in holders:
+            ray.kill(actor)
+        for node in pods:
+            c.remove_node(node)

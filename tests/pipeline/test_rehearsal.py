@@ -5,7 +5,8 @@
 on a local Ray on loopback, with videos, weights and outputs in an S3 server. As in the cluster image
 (`cluster/Dockerfile`), dlib and its model package cannot be imported, in the driver or in any Ray worker.
 
-Only the UNet is shrunk, N made small and resources scaled to two cores, through overrides; the front end, encoders
+Only the UNet is shrunk, N made small and resources scaled to two cores, through overrides (the Ray head offers the
+places of a GPU pod, the custom resources cluster_gpu's stages ask for); the front end, encoders
 and stages run as configured, on stand-in weight files in the released formats (tests/standin_weights.py). The
 detectors are constructed to report the face box of the sample clips (a still head, so the box is known), so every
 stage, the UNet included, does real work; the landmark networks are random, so the crops are not faces.
@@ -14,6 +15,7 @@ stage, the UNet included, does real work; the landmark networks are random, so t
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -35,6 +37,7 @@ from dva.runtime.manifest import read_manifest
 from dva.samples import make_sample_clip
 from dva.train.config import load_preprocess_config, load_train_config
 from dva.train.shards import list_shards
+from cluster_pods import custom_resources, gpu_pod
 from no_dlib import without_dlib_folder
 from s3 import free_port
 from standin_weights import StandIns
@@ -102,7 +105,8 @@ def _ray_head(env: dict):
     temp_dir = tempfile.mkdtemp(prefix="rayrh-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     port = free_port()
     cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-           f"--port={port}", "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
+           f"--port={port}", "--num-cpus=2", f"--resources={json.dumps(custom_resources(gpu_pod()))}",
+           "--include-dashboard=false", "--disable-usage-stats",
            f"--temp-dir={temp_dir}", *(f"--{flag}={free_port()}" for flag in (
                "ray-client-server-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
                "metrics-export-port", "runtime-env-agent-port", "node-manager-port", "object-manager-port"))]

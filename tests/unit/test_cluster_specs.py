@@ -1,6 +1,7 @@
 """Cluster specs under cluster/: they parse, use KubeRay's current API (ray.io/v1, in-tree autoscaling) and the
-Ray launcher's schema, agree with each other and with the job presets, keep secrets out, and every job they submit
-names an entrypoint script and a `--config` preset that exist in this repo."""
+Ray launcher's schema, agree with each other and with the job presets (every resource a stage asks for is offered
+by a node type, a GPU pod's places add up), keep secrets out, and every job they submit names an entrypoint script
+and a `--config` preset that exist in this repo."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cluster_pods import custom_resources, worker_groups
 from dva.evaluation.config import load_eval_config
 from dva.pipeline.config import EditJobConfig
 from dva.runtime.config import load_job_config
@@ -19,6 +21,7 @@ from dva.train.config import load_preprocess_config, load_train_config
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "cluster"
 KUBERAY = CLUSTER / "kuberay"
+AWS = CLUSTER / "aws" / "cluster.yaml"
 SPEC_FILES = sorted(CLUSTER.rglob("*.yaml"))
 RAYJOB_FILES = sorted(KUBERAY.glob("rayjob-*.yaml"))
 # jobs/<script>.py takes `--config NAME` from configs/<group>/NAME.yaml, loaded and validated as the job does
@@ -65,9 +68,22 @@ def quantity(value) -> float:
     return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
 
 
-def pod_resources(group: dict) -> tuple[float, float]:
-    limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
-    return quantity(limits.get("cpu", 0)), quantity(limits.get("nvidia.com/gpu", 0))
+# vCPUs and GPUs of the launcher's instance types, as EC2 states them (the launcher asks the EC2 API at `ray up`)
+INSTANCE_TYPES = {"m6i.2xlarge": {"CPU": 8}, "c6i.4xlarge": {"CPU": 16}, "g6e.4xlarge": {"CPU": 16, "GPU": 1},
+                  "p4d.24xlarge": {"CPU": 96, "GPU": 8}}
+
+
+def aws_node_types() -> dict[str, dict]:
+    """The launcher's worker node types as `worker_groups` gives KubeRay's: detected resources plus declared ones."""
+    (config,) = docs(AWS)
+    return {name: {"resources": {**INSTANCE_TYPES[t["node_config"]["InstanceType"]], **t.get("resources", {})},
+                   "max_workers": t["max_workers"]}
+            for name, t in config["available_node_types"].items() if name != config["head_node_type"]}
+
+
+def node_types(cluster: str) -> dict[str, dict]:
+    """The worker node types of the shared KubeRay cluster (`kuberay`) or of the launcher's (`aws`)."""
+    return worker_groups(docs(KUBERAY / "raycluster.yaml")[0]["spec"]) if cluster == "kuberay" else aws_node_types()
 
 
 def ray_pin() -> str:
@@ -125,7 +141,10 @@ def test_kuberay_clusters_autoscale_with_the_current_api(doc):
     assert groups["gpu"]["minReplicas"] == 0  # no idle GPU bill
     gpu_resources = groups["gpu"]["template"]["spec"]["containers"][0]["resources"]
     assert quantity(gpu_resources["limits"]["nvidia.com/gpu"]) >= 1
-    assert pod_resources(groups["cpu"])[1] == 0
+    pods = worker_groups(spec)  # as KubeRay's autoscaler reads them: a malformed `resources` parameter raises here
+    assert pods["gpu"]["resources"]["GPU"] >= 1 and "GPU" not in pods["cpu"]["resources"]
+    # Ray is told fewer CPUs than the pod has, never more: the rest is for Ray's own processes
+    assert pods["gpu"]["resources"]["CPU"] <= quantity(gpu_resources["limits"]["cpu"])
     assert {c["image"] for c in containers(spec)} == {f"123456789012.dkr.ecr.us-west-2.amazonaws.com/dva:"
                                                       f"{project_version()}"}
 
@@ -178,46 +197,105 @@ def job_config(job: dict):
     return CONFIG_LOADER[Path(script).stem](preset, overrides)
 
 
-def demand(job: dict) -> list[tuple[float, float]]:
-    """(CPUs, GPUs) of every actor or Train worker the job asks for at full scale."""
+def request(task) -> dict[str, float]:
+    """What one actor or task of a `TaskConfig` holds on its node, as Ray counts it."""
+    options = task.ray_options()
+    return {"CPU": options["num_cpus"], "GPU": options["num_gpus"], **options["resources"]}
+
+
+def demand(job: dict) -> list[dict[str, float]]:
+    """The resources of every actor or Train worker the job asks for at full scale."""
     stem, cfg = Path(entrypoint(job)[0]).stem, job_config(job)
     if stem == "train":
-        per_worker = cfg.scaling.resources_per_worker
-        return [(per_worker.get("CPU", 1), per_worker.get("GPU", 0))] * cfg.scaling.num_workers
+        return [{"CPU": 1, **cfg.scaling.resources_per_worker}] * cfg.scaling.num_workers
     pools = [cfg.frontend, cfg.generate] if stem == "edit" else [cfg.frontend]
-    tasks = [cfg.writer] if stem == "edit" else []  # stage C runs as tasks: at least one must find room
-    return [(s.num_cpus, s.num_gpus) for s in pools for _ in range(s.actors)] + [(s.num_cpus, s.num_gpus)
-                                                                                 for s in tasks]
+    # stage C and the CLIP directions run as tasks: at least one of each must find room
+    tasks = [cfg.writer, cfg.clip_task] if stem == "edit" else []
+    return [request(s) for s in pools for _ in range(s.actors)] + [request(t) for t in tasks]
 
 
-def place(bundles: list[tuple[float, float]], pods: list[list[float]]) -> list[tuple[float, float]]:
-    """First-fit of the bundles, largest first, into pods' free [CPUs, GPUs]; returns those that found no room."""
+def fits(bundle: dict[str, float], free: dict[str, float]) -> bool:
+    return all(free.get(name, 0) >= amount - 1e-9 for name, amount in bundle.items() if amount)
+
+
+def place(bundles: list[dict[str, float]], pods: list[dict[str, float]]) -> list[dict[str, float]]:
+    """First-fit of the bundles, largest first, into pods' free resources; returns those that found no room."""
     homeless = []
-    for cpu, gpu in sorted(bundles, key=lambda b: (b[1], b[0]), reverse=True):
-        pod = next((p for p in pods if p[0] >= cpu and p[1] >= gpu), None)
+    for bundle in sorted(bundles, key=lambda b: (b["GPU"], b["CPU"]), reverse=True):
+        pod = next((p for p in pods if fits(bundle, p)), None)
         if pod is None:
-            homeless.append((cpu, gpu))
+            homeless.append(bundle)
         else:
-            pod[0] -= cpu
-            pod[1] -= gpu
+            for name, amount in bundle.items():
+                pod[name] = pod.get(name, 0) - amount
     return homeless
 
 
-@pytest.mark.parametrize("cluster", ["own", "raycluster.yaml"])
+def full_scale(types: dict[str, dict]) -> list[dict[str, float]]:
+    return [dict(t["resources"]) for t in types.values() for _ in range(t["max_workers"])]
+
+
+@pytest.mark.parametrize("cluster", ["own", "kuberay", "aws"])
 @pytest.mark.parametrize("path", RAYJOB_FILES, ids=lambda p: p.name)
 def test_job_fits_the_cluster_at_full_scale(path, cluster):
     """Every actor / Train worker of the job's preset fits in the worker groups at maxReplicas, on its RayJob's
-    cluster and on the shared RayCluster: otherwise the autoscaler cannot place them and the job waits for ever."""
+    cluster, on the shared RayCluster and on the launcher's: otherwise the autoscaler cannot place them and the job
+    waits for ever."""
     (job,) = docs(path)
-    doc = job if cluster == "own" else docs(KUBERAY / cluster)[0]
-    pods = [list(pod_resources(g)) for g in cluster_spec(doc)["workerGroupSpecs"] for _ in range(g["maxReplicas"])]
-    assert place(demand(job), pods) == []
+    types = worker_groups(cluster_spec(job)) if cluster == "own" else node_types(cluster)
+    assert place(demand(job), full_scale(types)) == []
+
+
+@pytest.mark.parametrize("cluster", ["kuberay", "aws"])
+@pytest.mark.parametrize("path", RAYJOB_FILES, ids=lambda p: p.name)
+def test_every_request_of_a_job_fits_some_node_type(path, cluster):
+    """Each actor or task the job's preset asks for (custom resources included) fits a node type of the KubeRay
+    cluster and of the launcher's: a resource no node type offers would keep the stage waiting for ever."""
+    (job,) = docs(path)
+    types = node_types(cluster)
+    for bundle in demand(job):
+        assert any(fits(bundle, t["resources"]) for t in types.values()), (bundle, types)
+
+
+def edit_job_config():
+    (job,) = docs(KUBERAY / "rayjob-edit.yaml")
+    return job_config(job)
+
+
+@pytest.mark.parametrize("node", ["kuberay gpu", "aws gpu_worker"])
+def test_a_gpu_pods_places_add_up(node):
+    """A GPU node declares a place (custom resource) for each actor or task of the edit job that runs on it, and
+    the places' CPUs and GPU shares add up within the node: once every place is taken each holder has its CPUs and
+    GPU share, so no start order can leave a pod without its UNet actor (tests/pipeline/test_multinode.py runs the
+    worst one on Ray). Without the places it could: stage A alone can fill a pod's CPUs."""
+    cluster, name = node.split()
+    types = node_types(cluster)
+    pod = types[name]["resources"]
+    cfg = edit_job_config()
+    stages = {"frontend": cfg.frontend, "generate": cfg.generate, "clip_task": cfg.clip_task}
+    holders = {slot: key for key, stage in stages.items() for slot in stage.resources}
+    assert set(holders) == set(custom_resources(pod)) and len(holders) == len(stages), (holders, pod)
+    taken = {"CPU": 0.0, "GPU": 0.0}
+    for slot, key in holders.items():
+        stage = stages[key]
+        assert stage.resources == {slot: 1}, f"{key}: one place per actor or task"
+        for kind, amount in request(stage).items():
+            if kind in taken:
+                taken[kind] += pod[slot] * amount
+    assert taken["CPU"] <= pod["CPU"] and taken["GPU"] <= pod["GPU"] + 1e-9, (taken, pod)
+    frontend_cpus = pod["CPU"] // cfg.frontend.num_cpus * cfg.frontend.num_cpus
+    assert pod["CPU"] - frontend_cpus < cfg.generate.num_cpus  # why the places are needed
+
+
+def test_kuberay_and_launcher_gpu_nodes_offer_the_same_places():
+    kuberay, aws = node_types("kuberay")["gpu"], node_types("aws")["gpu_worker"]
+    assert custom_resources(kuberay["resources"]) == custom_resources(aws["resources"])
 
 
 def test_aws_launcher_config_passes_rays_schema():
     from ray.autoscaler._private.util import prepare_config, validate_config
 
-    (config,) = docs(CLUSTER / "aws" / "cluster.yaml")
+    (config,) = docs(AWS)
     validate_config(prepare_config(config))  # the check `ray up` runs first
     assert config["provider"]["type"] == "aws" and config["provider"]["region"]
     types = config["available_node_types"]
