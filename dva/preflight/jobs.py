@@ -386,7 +386,8 @@ def check_eval(cfg, report: Report) -> None:
     largest = [f.faces[f.largest] if f.faces else 0 for f in counted.values()]
     used = sum(min(f, cfg.max_frames) if cfg.max_frames else f for f in largest)
     decodes = 2 if cfg.identity_target else 1  # the reconstruction, and the identity edit from the same x_T
-    calls = {(m.label, n): used * (m.inversion_calls(n) + decodes * n) for m in cfg.inversions for n in cfg.steps}
+    calls = {(m.label, n): used * (m.inversion_calls(n) + decodes * n)
+             for m in cfg.inversions for n in sorted(set(cfg.steps))}  # as `run_reconstruction` runs them
     by_steps: dict[int, int] = {}
     for (_, n), count in calls.items():
         by_steps[n] = by_steps.get(n, 0) + count
