@@ -66,6 +66,7 @@ def test_the_front_end_rates_add_up_to_the_benchmarks_totals():
     assert cpu_rates.frontend_rate("unmeasured", (480, 360)) is None
 
 
+@pytest.mark.slow  # a whole evaluation run (no Ray)
 def test_an_eval_plan_counts_each_method_at_each_n_as_the_evaluation_does(capsys, sample_clip, tiny_model,
                                                                          tmp_path):
     import pyarrow.parquet as pq
@@ -75,9 +76,10 @@ def test_an_eval_plan_counts_each_method_at_each_n_as_the_evaluation_does(capsys
 
     folder = tmp_path / "in"
     folder.mkdir()
-    (folder / "late.mp4").write_bytes(Path(sample_clip("astronaut", frames=12, face_range=(4, 12))).read_bytes())
+    (folder / "late.mp4").write_bytes(Path(sample_clip("astronaut", frames=8, face_range=(4, 8))).read_bytes())
+    checkpoint = save_checkpoint(tmp_path / "t.safetensors", tiny_model)
     args = ["--config", "local_tiny", f"input={folder}", f"output={tmp_path / 'eval'}", "steps=[3,2,3]",
-            "methods=[ddim,fixed_point:2]", f"model.checkpoint={save_checkpoint(tmp_path / 't.safetensors', tiny_model)}"]
+            "batch_frames=4", "methods=[ddim,fixed_point:2]", f"model.checkpoint={checkpoint}"]
     assert dva(["check", "eval", *args]) == 0
     out = capsys.readouterr().out
     plan = {what: value.strip() for what, value in (line.strip().split("  ", 1) for line in
@@ -88,6 +90,6 @@ def test_an_eval_plan_counts_each_method_at_each_n_as_the_evaluation_does(capsys
     done = {f"{r['inversion']} N={r['steps']}": r["unet_calls"] for r in rows}
     planned = dict(re.findall(r"(\S+ N=\d+) ([\d,]+)", plan["UNet calls"]))
     assert set(planned) == set(done) == {"ddim N=2", "ddim N=3", "fixed_point×2 N=2", "fixed_point×2 N=3"}
-    for case, calls in done.items():  # 8 face frames: the face is seen from frame 4 on
+    for case, calls in done.items():  # 4 face frames: the face is seen from frame 4 on
         assert int(planned[case].replace(",", "")) == pytest.approx(calls, rel=0.05), case
     assert plan["videos"].startswith(f"1, {rows[0]['frames']} face frames evaluated")
