@@ -199,7 +199,7 @@ def _plan_edit(report: Report, cfg, videos: list, tasks: list[dict], skipped: in
     from dva.preflight.faces import stored_faces
 
     containers = _containers(report, [t["uri"] for t in tasks])
-    tasks = [t for t in tasks if t["uri"] in containers]
+    readable = [t for t in tasks if t["uri"] in containers]
 
     def stored(task: dict) -> tuple[object, list[bool]]:
         """The video's stored faces and which of them have x_T, where the job will reuse them."""
@@ -210,13 +210,13 @@ def _plan_edit(report: Report, cfg, videos: list, tasks: list[dict], skipped: in
         return faces, [store.has_x_T(k, key, task["source"]) for k in range(len(faces.faces))]
 
     with ThreadPoolExecutor(PROBE_THREADS) as pool:
-        known = dict(zip([t["uri"] for t in tasks], pool.map(stored, tasks)))
-    counted = _faces(report, [(t["uri"], containers[t["uri"]].frames, known[t["uri"]][0]) for t in tasks],
+        known = dict(zip([t["uri"] for t in readable], pool.map(stored, readable)))
+    counted = _faces(report, [(t["uri"], containers[t["uri"]].frames, known[t["uri"]][0]) for t in readable],
                      landmarker, cfg.face)
     n, size, chunk = cfg.steps, cfg.face.align.crop_size, cfg.chunk_frames
     dims = (cfg.model.identity_encoder.dim, cfg.model.landmark_encoder.dim)
     work, tracks, x_T, outputs, frontend_s, writer_s = EditWork(), 0, 0, 0, 0.0, 0.0
-    for t in (t for t in tasks if t["uri"] in counted):
+    for t in (t for t in readable if t["uri"] in counted):
         faces, container = counted[t["uri"]], containers[t["uri"]]
         reused, has_x_T = known[t["uri"]]
         video = EditWork()
