@@ -19,7 +19,7 @@ import hashlib
 import io
 import json
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -48,6 +48,12 @@ class LatentKey:
     def record(self, source_stamp: str) -> dict:
         return {"layout": LAYOUT, "model_fingerprint": self.model_fingerprint, "steps": self.steps,
                 "chunk_frames": self.chunk_frames, "source_stamp": source_stamp}
+
+
+def _codes_npz(z_id_frames: np.ndarray, z_lnd: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, z_id_frames=z_id_frames.astype(np.float32), z_lnd=z_lnd.astype(np.float32))
+    return buf.getvalue()
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -116,9 +122,7 @@ class LatentStore:
         """The front end's result: each track with the z_id and z_lnd of its face frames, and the summary."""
         for face, (track, (z_id_frames, z_lnd)) in enumerate(zip(tracks, codes)):
             track.save(self._face(face, "track.npz"))
-            buf = io.BytesIO()
-            np.savez(buf, z_id_frames=z_id_frames.astype(np.float32), z_lnd=z_lnd.astype(np.float32))
-            write_bytes_atomic(self._face(face, "codes.npz"), buf.getvalue())
+            write_bytes_atomic(self._face(face, "codes.npz"), _codes_npz(z_id_frames, z_lnd))
         write_bytes_atomic(self.tracks_summary_uri, json.dumps(summary, indent=1).encode())
 
     def commit_tracks(self, key: LatentKey, num_tracks: int, source: str, source_stamp: str) -> None:
@@ -161,6 +165,29 @@ class LatentStore:
     def commit_x_T(self, face: int, key: LatentKey, num_chunks: int, source_stamp: str) -> None:
         meta = {**key.record(source_stamp), "num_chunks": num_chunks}
         write_bytes_atomic(self._face(face, "x_T.json"), json.dumps(meta, indent=1).encode())
+
+
+def tracks_bytes(source: str, num_frames: int, face_frames: Sequence[int], code_dims: tuple[int, int]) -> int:
+    """Bytes of the tracks and codes stage A stores for a video of `num_frames` frames whose tracks have
+    `face_frames` frames each: every track's `track.npz` (all frames of the video) and `codes.npz` (z_id and z_lnd,
+    of `code_dims` values, per face frame). The JSON records (a few hundred bytes each) are not counted."""
+    def codes(n: int) -> int:
+        return len(_codes_npz(np.zeros((n, code_dims[0])), np.zeros((n, code_dims[1]))))
+
+    per_frame = codes(1) - codes(0)
+    return sum(AlignedTrack.file_bytes(source, num_frames) + codes(0) + n * per_frame for n in face_frames)
+
+
+def x_T_bytes(face_frames: int, crop_size: int, chunk_frames: int) -> int:
+    """Bytes of one face's stored x_T: float32 [n, 3, S, S] (the crops' shape) per chunk of `chunk_frames`."""
+    def npy(n: int) -> int:
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False,
+                                                   "shape": (n, 3, crop_size, crop_size)})
+        return buf.tell() + 4 * n * 3 * crop_size * crop_size
+
+    full, rest = divmod(face_frames, chunk_frames)
+    return full * npy(chunk_frames) + (npy(rest) if rest else 0)
 
 
 def read_tracks_summary(output_prefix: str, video_id: str) -> Optional[dict]:

@@ -4,11 +4,11 @@ Weight files named in config are resolved with `local_path`: a local path is che
 fetched once into a local cache (keyed by URI, optionally checked against a SHA-256) and the cached path returned.
 
 The package reads and writes only through this module (`list_files`, `exists`, `size`, `is_folder`, `open_file`,
-`read_many`, `atomic_output`): every output appears at its final key whole or not at all (`atomic_output`: a local
-file is renamed over it from `<folder>/.partial/<uuid>`, an object is uploaded in one PUT or multipart upload), and
-listings skip hidden names, `.partial/` included. `output_key` turns an input's path into a key that
-cannot leave the output prefix; `redact` strips credentials from anything logged or recorded. Failures surface as
-one StorageError that names the location (credentials removed) and what to check.
+`read_range`, `read_many`, `atomic_output`): every output appears at its final key whole or not at all
+(`atomic_output`: a local file is renamed over it from `<folder>/.partial/<uuid>`, an object is uploaded in one PUT
+or multipart upload), and listings skip hidden names, `.partial/` included. `output_key` turns an input's path into
+a key that cannot leave the output prefix; `redact` strips credentials from anything logged or recorded. Failures
+surface as one StorageError that names the location (credentials removed) and what to check.
 """
 
 from __future__ import annotations
@@ -285,6 +285,14 @@ def size(uri: str | Path) -> int:
     fs, path = _fs(uri)
     with _reporting(uri, "check"):
         return int(fs.size(path))
+
+
+def read_range(uri: str | Path, start: int, end: int) -> bytes:
+    """Bytes `start`…`end` (exclusive) of the file or object at `uri`: one ranged GET on an object store, nothing
+    else of it fetched."""
+    fs, path = _fs(uri)
+    with _reporting(uri, "read"):
+        return fs.cat_file(path, start=start, end=end)
 
 
 def list_files(prefix: str | Path, suffixes: Iterable[str] | None = None) -> list[str]:

@@ -6,6 +6,7 @@ status, the smoothed quads (to crop again and to paste back), and the video fact
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -57,8 +58,8 @@ class AlignedTrack:
         with atomic_output(uri, ".npz") as path:
             self.write(path)
 
-    def write(self, path: Path) -> None:
-        """Write to a local `.npz` path (not atomic: for callers that commit several files together)."""
+    def write(self, path: Path | io.BytesIO) -> None:
+        """Write to a local `.npz` path or a buffer (not atomic: for callers that commit several files together)."""
         np.savez(
             path,
             source=np.array(self.source),
@@ -69,6 +70,18 @@ class AlignedTrack:
             status=self.status,
             quads=self.quads,
         )
+
+    @classmethod
+    def file_bytes(cls, source: str, num_frames: int) -> int:
+        """Bytes of the `.npz` that `write` makes of a track of `num_frames` frames of the video `source`."""
+        def written(n: int) -> int:
+            buf = io.BytesIO()
+            cls(source, Fraction(1), (0, 0), 0, np.zeros((n, 68, 2), np.float32), np.zeros(n, np.uint8),
+                np.zeros((n, 4, 2), np.float64)).write(buf)
+            return buf.tell()
+
+        empty = written(0)
+        return empty + num_frames * (written(1) - empty)
 
     @classmethod
     def load(cls, uri: str) -> AlignedTrack:

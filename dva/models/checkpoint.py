@@ -8,11 +8,14 @@ writes checkpoints atomically (`load_model`, `save_checkpoint`, `read_checkpoint
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from dva.config import to_yaml
@@ -31,18 +34,55 @@ def write_checkpoint(path: Path, model: DiffusionVideoAutoencoder,
     save_file(state, str(path), metadata={"format": FORMAT, "weights": kind, "config": to_yaml(model.cfg)})
 
 
+MAX_HEADER_BYTES = 100_000_000  # a safetensors header beyond this is not one (dva256's is ≈ 60 kB)
+
+
+@dataclass(frozen=True)
+class CheckpointHeader:
+    """What a safetensors file's header says: each tensor's shape, the metadata, and the bytes of tensor data."""
+
+    shapes: dict[str, tuple[int, ...]]
+    metadata: dict[str, str]
+    data_bytes: int
+
+
+def read_checkpoint_header(read: Callable[[int, int], bytes], file_size: int, name: str,
+                           config_key: str) -> CheckpointHeader:
+    """The header of the dva checkpoint `name` (`file_size` bytes) from two reads `read(start, end)`: the 8-byte
+    length, then the JSON header; a local file or ranged reads of an object, the tensors never read. A file that is
+    no safetensors file, is shorter than its header says (a truncated upload) or lacks the dva `format` metadata
+    raises MissingWeightsError naming `name` and `config_key`."""
+    head = read(0, 8) if file_size >= 8 else b""
+    length = int.from_bytes(head, "little") if len(head) == 8 else 0
+    if not 2 <= length <= min(MAX_HEADER_BYTES, file_size - 8):
+        raise MissingWeightsError(name, config_key, "is not a readable safetensors file (no header)")
+    try:
+        header = json.loads(read(8, 8 + length))
+        meta = dict(header.pop("__metadata__", None) or {})
+        shapes = {k: tuple(int(n) for n in v["shape"]) for k, v in header.items()}
+        data_bytes = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise MissingWeightsError(name, config_key, f"is not a readable safetensors file ({err})") from None
+    if file_size < 8 + length + data_bytes:
+        raise MissingWeightsError(name, config_key, f"is truncated: {file_size} bytes, its header describes "
+                                                    f"{8 + length + data_bytes}; upload it again")
+    if meta.get("format") != FORMAT:
+        raise MissingWeightsError(name, config_key, f"lacks the `format: {FORMAT}` metadata; convert reference "
+                                                    "checkpoints with `dva convert-reference`")
+    return CheckpointHeader(shapes, meta, data_bytes)
+
+
 def checkpoint_metadata(path: Path, config_key: str) -> dict[str, str]:
     """The metadata of the dva checkpoint at local `path` (its header only; the tensors are not read)."""
     try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as err:
+        with open(path, "rb") as f:
+            def read(start: int, end: int) -> bytes:
+                f.seek(start)
+                return f.read(end - start)
+
+            return read_checkpoint_header(read, os.fstat(f.fileno()).st_size, str(path), config_key).metadata
+    except OSError as err:
         raise MissingWeightsError(str(path), config_key, f"is not a readable safetensors file ({err})") from None
-    if meta.get("format") != FORMAT:
-        raise MissingWeightsError(
-            str(path), config_key, f"lacks the `format: {FORMAT}` metadata; convert reference checkpoints with "
-            "`dva convert-reference`")
-    return meta
 
 
 def read_checkpoint_file(path: Path, config_key: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -1,13 +1,13 @@
 """The checks every job shares. Each records findings in a `Report` and never raises, so one run lists every
 problem. Weight files are loaded by the jobs' own loaders inside `no_remote_fetch()`: a local file is loaded
-exactly as a job would load it; a remote one is checked to exist and left where it is.
+exactly as a job would load it; a remote one is checked to exist and left where it is, except a dva checkpoint,
+whose header is read by ranged reads and judged as a local one is (`dva.runtime.weights.checkpoint_header`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import socket
 import uuid
@@ -20,12 +20,11 @@ import torch
 from dva.errors import DvaError, MissingWeightsError
 from dva.models.config import ModelConfig
 from dva.preflight.report import FAIL, OK, WARN, Report, describe_error, megabytes
-from dva.storage import (NotFetched, exists, is_remote, join, no_remote_fetch, open_file, redact, remove_prefix,
-                         size, write_bytes_atomic)
+from dva.storage import (NotFetched, exists, is_remote, join, no_remote_fetch, redact, remove_prefix, size,
+                         write_bytes_atomic)
 
 # Leaf names of config keys that name a weight file (or a folder of them).
 FILE_KEYS = ("weights", "detector_weights", "landmark_weights", "predictor", "checkpoint", "lpips_weights")
-_MAX_HEADER_BYTES = 100_000_000  # a safetensors header beyond this is not one (dva256's is ≈ 60 kB)
 
 
 def configured_files(node, prefix: str) -> list[tuple[str, str]]:
@@ -58,20 +57,24 @@ def _exists(uri: str, key: str) -> str:
     return f"{uri} exists" + ("" if Path(uri).is_dir() else f" ({megabytes(size(uri))})")
 
 
-def check_loads(report: Report, key: str, build: Callable[[], object]) -> None:
-    """Run a job's loader for `key` without downloading anything; ok names what it built."""
+def check_loads(report: Report, key: str, build: Callable[[], object]) -> Optional[object]:
+    """Run a job's loader for `key` without downloading anything; ok names what it built. Returns what it built
+    (None when it failed, or when a remote file was left unfetched)."""
+    built: list[object] = []
+
     def run() -> str:
         try:
             with no_remote_fetch():
-                built = build()
+                built.append(build())
         except (DvaError, NotFetched):
             raise
         except Exception as err:  # e.g. a preset naming a module that is not there: a finding, not a traceback
             raise DvaError(f"cannot be built: {describe_error(err)}") from None
-        return f"loaded ({type(built).__name__})"
+        return f"loaded ({type(built[0]).__name__})"
 
     if not report.is_missing(key):
         report.step(key, run)
+    return built[0] if built else None
 
 
 # --- the model ----------------------------------------------------------------------------------------------------
@@ -110,9 +113,9 @@ def checkpoint_fits(cfg: ModelConfig, key: str, with_unet: bool, held: set[str])
     A reference Lightning `.ckpt` is read memory-mapped by the job's own reader, which touches no tensor data.
     """
     from dva.models.autoencoder import TRAINABLE_PREFIXES
-    from dva.models.checkpoint import FORMAT, describe_mismatch
+    from dva.models.checkpoint import describe_mismatch
     from dva.models.reference.convert import meta_model, reference_parts
-    from dva.runtime.weights import read_reference_checkpoint
+    from dva.runtime.weights import checkpoint_header, read_reference_checkpoint
 
     uri = str(cfg.checkpoint)
     if uri.endswith(".ckpt"):
@@ -120,11 +123,10 @@ def checkpoint_fits(cfg: ModelConfig, key: str, with_unet: bool, held: set[str])
             shapes = {k: tuple(v.shape) for k, v in read_reference_checkpoint(uri, cfg.use_ema, key).items()}
         how = "reference checkpoint read memory-mapped"
     else:
-        shapes, meta, data_bytes = safetensors_header(uri, key)
-        if meta.get("format") != FORMAT:
-            raise MissingWeightsError(uri, key, f"lacks the `format: {FORMAT}` metadata; convert reference "
-                                                "checkpoints with `dva convert-reference`")
-        how = f"header read, {megabytes(data_bytes)} of tensors not loaded"
+        header = checkpoint_header(uri, key)
+        shapes = header.shapes
+        how = f"header read ({'two ranged reads' if is_remote(uri) else 'locally'}), " \
+              f"{megabytes(header.data_bytes)} of tensors not loaded"
     state = {k: torch.empty(s, device="meta") for k, s in shapes.items()}
     expected = {k: v for k, v in meta_model(cfg).trainable_state_dict().items()
                 if with_unet or not k.startswith("unet.")}
@@ -137,27 +139,6 @@ def checkpoint_fits(cfg: ModelConfig, key: str, with_unet: bool, held: set[str])
     held.update(parts)
     holds = f"; holds the {', '.join(sorted(parts))} weights" if parts else ""
     return f"{uri}: {how}; its {len(expected)} trained tensors fit model {cfg.name!r}{holds}"
-
-
-def safetensors_header(uri: str, key: str) -> tuple[dict[str, tuple[int, ...]], dict[str, str], int]:
-    """(shape of each tensor, metadata, bytes of tensor data) of a safetensors file, from its header alone."""
-    with open_file(uri) as f:
-        head = f.read(8)
-        length = int.from_bytes(head, "little") if len(head) == 8 else 0
-        if not 2 <= length <= _MAX_HEADER_BYTES:
-            raise MissingWeightsError(uri, key, "is not a safetensors file (no header)")
-        try:
-            header = json.loads(f.read(length))
-            meta = header.pop("__metadata__", None) or {}
-            shapes = {k: tuple(v["shape"]) for k, v in header.items()}
-            data_bytes = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
-        except (ValueError, KeyError, TypeError, AttributeError) as err:
-            raise MissingWeightsError(uri, key, f"is not a readable safetensors file ({err})") from None
-    actual = size(uri)
-    if actual < 8 + length + data_bytes:
-        raise MissingWeightsError(uri, key, f"is truncated: {actual} bytes, its header describes "
-                                            f"{8 + length + data_bytes}; upload it again")
-    return shapes, meta, data_bytes
 
 
 # --- inputs and outputs ------------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ import torch
 
 from dva.preflight.checks import (Request, check_files_exist, check_loads, check_model, check_output,
                                   check_resources, configured_files, face_files)
-from dva.preflight.plan import PROBE_THREADS, describe_gpu_hours, frame_counts, unet_calls_per_frame
+from dva.preflight.plan import (PROBE_THREADS, Container, EditWork, describe_bytes, describe_cpu_hours,
+                                describe_gpu_hours, frontend_cpu_s, probe_videos)
 from dva.preflight.report import WARN, Report
 from dva.storage import is_remote, list_files, redact
 
@@ -30,10 +31,12 @@ class Job:
 # --- shared pieces -----------------------------------------------------------------------------------------------
 
 
-def _landmarker(report: Report, face) -> None:
+def _landmarker(report: Report, face):
+    """The job's face back end (None when it cannot be built here: the failure is a finding, or its weights are
+    remote and not fetched)."""
     from dva.face.landmarker import build_landmarker
 
-    check_loads(report, f"face.{face.backend}", lambda: build_landmarker(face, "face."))
+    return check_loads(report, f"face.{face.backend}", lambda: build_landmarker(face, "face."))
 
 
 def _inputs(report: Report, key: str, source: str) -> Optional[list]:
@@ -55,15 +58,38 @@ def _device(report: Report, setting: str) -> None:
     report.step("device", lambda: f"{setting} → {configured_device(setting)}")
 
 
-def _frames(report: Report, uris: Sequence[str]) -> dict[str, int]:
-    """Frames per readable video; the plan names the ones that cannot be read (the job will record them failed)."""
-    counts = frame_counts(uris)
-    bad = {u: c for u, c in counts.items() if isinstance(c, str)}
+def _unreadable(report: Report, bad: dict[str, str]) -> None:
     if bad:
         shown = "; ".join(f"{u}: {why}" for u, why in list(bad.items())[:SHOWN_PROBLEMS])
         more = f" (and {len(bad) - SHOWN_PROBLEMS} more)" if len(bad) > SHOWN_PROBLEMS else ""
         report.add(WARN, "input", f"{len(bad)} video(s) cannot be read and will be recorded as failed: {shown}{more}")
-    return {u: c for u, c in counts.items() if not isinstance(c, str)}
+
+
+def _containers(report: Report, uris: Sequence[str]) -> dict[str, Container]:
+    """Frames, size and bytes of each readable video; the plan names the ones that cannot be read (the job will
+    record them failed)."""
+    found = probe_videos(uris)
+    _unreadable(report, {u: c for u, c in found.items() if isinstance(c, str)})
+    return {u: c for u, c in found.items() if not isinstance(c, str)}
+
+
+def _faces(report: Report, videos: Sequence[tuple[str, int, object]], landmarker, face) -> dict:
+    """Each video's faces (`dva.preflight.faces.count_faces`), the ones that cannot be decoded named."""
+    from dva.preflight.faces import count_faces
+
+    found = count_faces(videos, landmarker, face.track.min_face_size)
+    _unreadable(report, {u: f for u, f in found.items() if isinstance(f, str)})
+    return {u: f for u, f in found.items() if not isinstance(f, str)}
+
+
+def _how_counted(faces) -> str:
+    from dva.preflight.faces import SAMPLED, SAMPLED_FRAMES
+
+    by_how: dict[str, int] = {}
+    for f in faces:
+        by_how[f.how] = by_how.get(f.how, 0) + 1
+    return "; ".join(f"{how}{f' (every k-th frame, {SAMPLED_FRAMES} per video)' if how == SAMPLED else ''}: "
+                     f"{count} video(s)" for how, count in by_how.items())
 
 
 def _gflop(model_cfg) -> float:
@@ -98,7 +124,7 @@ def check_edit(cfg, report: Report) -> None:
 
     check_files_exist(report, configured_files(cfg.model, "model") + face_files(cfg.face))
     check_model(report, cfg.model)  # stage B loads all of it, stage A all but the UNet
-    _landmarker(report, cfg.face)
+    landmarker = _landmarker(report, cfg.face)
     videos = _inputs(report, "input", cfg.input)
     writable = check_output(report, "output", cfg.output)
     check_resources(report, cfg.ray_address, [Request.of_stage("frontend", cfg.frontend),
@@ -118,7 +144,7 @@ def check_edit(cfg, report: Report) -> None:
     if videos is None or not writable or not report.step("manifest", read_done):
         return
     _check_edit_specs(report, cfg, [e for t in tasks for e in t["edits"]])
-    _plan_edit(report, cfg, videos, tasks, skipped[0], key)
+    _plan_edit(report, cfg, videos, tasks, skipped[0], key, landmarker)
 
 
 def _latent_key_without_fetching(cfg):
@@ -167,37 +193,80 @@ def _check_edit_specs(report: Report, cfg, edits: Sequence[str]) -> None:
             report.step(f"edits ({spec})", lambda spec=spec: reference(spec.uri))
 
 
-def _plan_edit(report: Report, cfg, videos: list, tasks: list[dict], skipped: int, key) -> None:
+def _plan_edit(report: Report, cfg, videos: list, tasks: list[dict], skipped: int, key, landmarker) -> None:
     """`key`: the job's latent key, None when the weights could not be hashed (stored latents then count as none)."""
+    from dva.latents import LatentStore, tracks_bytes, x_T_bytes
     from dva.pipeline.edit_resolution import has_clip_edits
-    from dva.latents import LatentStore
+    from dva.preflight import cpu_rates
+    from dva.preflight.faces import stored_faces
 
-    frames = _frames(report, [t["uri"] for t in tasks])
+    containers = _containers(report, [t["uri"] for t in tasks])
+    readable = [t for t in tasks if t["uri"] in containers]
 
-    def stored(task: dict) -> bool:
-        return (cfg.reuse_latents and key is not None
-                and LatentStore(cfg.output, task["video_id"]).is_complete(key, task["source"]))
+    def stored(task: dict) -> tuple[object, list[bool]]:
+        """The video's stored faces and which of them have x_T, where the job will reuse them."""
+        faces = stored_faces(cfg.output, task["video_id"], key, task["source"]) if cfg.reuse_latents else None
+        if faces is None:
+            return None, []
+        store = LatentStore(cfg.output, task["video_id"])
+        return faces, [store.has_x_T(k, key, task["source"]) for k in range(len(faces.faces))]
 
     with ThreadPoolExecutor(PROBE_THREADS) as pool:
-        has_x_T = list(pool.map(stored, tasks))
-    n = cfg.steps
-    calls = sum(frames.get(t["uri"], 0) * unet_calls_per_frame(n, len(t["edits"]), x)
-                for t, x in zip(tasks, has_x_T))
+        known = dict(zip([t["uri"] for t in readable], pool.map(stored, readable)))
+    counted = _faces(report, [(t["uri"], containers[t["uri"]].frames, known[t["uri"]][0]) for t in readable],
+                     landmarker, cfg.face)
+    n, size, chunk = cfg.steps, cfg.face.align.crop_size, cfg.chunk_frames
+    dims = (cfg.model.identity_encoder.dim, cfg.model.landmark_encoder.dim)
+    work, tracks, x_T, outputs, frontend_s, writer_s = EditWork(), 0, 0, 0, 0.0, 0.0
+    for t in (t for t in readable if t["uri"] in counted):
+        faces, container = counted[t["uri"]], containers[t["uri"]]
+        reused, has_x_T = known[t["uri"]]
+        video = EditWork()
+        video.add(faces, t["edits"], has_x_T)
+        work.merge(video)
+        if reused is None:
+            tracks += tracks_bytes(t["uri"], faces.frames, faces.faces, dims)
+        if cfg.store_latents:
+            x_T += sum(x_T_bytes(f, size, chunk) for f in video.x_T_faces)
+        outputs += container.bytes * len(t["edits"])
+        spent = frontend_cpu_s(cfg.face_preset, container.size, faces.frames,
+                               sum(faces.faces) if reused is None else video.inverted, find_tracks=reused is None)
+        frontend_s = None if spent is None or frontend_s is None else frontend_s + spent
+        writer_s += sum(cpu_rates.writer_cpu_s(faces.frames, container.size, p, cfg.model.face_parser is not None)
+                        for p in video.pasted)
+    inversion = cfg.inversion.inversion_calls(n)
+    calls = {"inversion": work.inverted * inversion, "generation": work.decoded * n}
     pairs = sum(max(1, len(t["edits"])) for t in tasks)
     report.note("videos", f"{len(videos)} ({len(tasks)} with work to do)")
     report.note("(video, edit) pairs", f"{pairs} to do, {skipped} already done (skipped)")
-    report.note("frames", f"{sum(frames.get(t['uri'], 0) for t in tasks):,} in the videos to do (container headers)")
-    report.note("stored latents", f"{sum(has_x_T)} of those videos have x_T for this model and N={n} "
-                                  "(their first edit costs N calls per frame, not 2N−1)")
-    report.note("UNet calls", f"{calls:,} (per frame: first edit 2N−1 = {2 * n - 1}, each further edit N = {n}, "
-                              f"encode only N−1 = {n - 1})")
+    report.note("frames", f"{sum(c.frames for c in containers.values()):,} in the videos to do (container headers)")
+    report.note("face frames", f"{work.face_frames:,} of the faces the edits address (a frame with two faces counts "
+                               f"twice), {work.inverted:,} of them to invert (the others have x_T stored for this "
+                               f"model and N={n}); counted by {_how_counted(counted.values())}")
+    report.note("UNet calls", f"{sum(calls.values()):,}: inversion ({cfg.inversion.label}, {inversion} per face "
+                              f"frame) {calls['inversion']:,}, generation (N = {n} per face frame and edit) "
+                              f"{calls['generation']:,}")
+    latents = f"latents {tracks + x_T:,} bytes ({describe_bytes(tracks)} tracks and codes" + (
+        f", {describe_bytes(x_T)} x_T: float32 3×{size}×{size} per face frame, in chunks of {chunk})"
+        if cfg.store_latents else "; store_latents is off: no x_T)")
+    crops = describe_bytes(work.decoded * 3 * size * size)
+    report.note("bytes written", f"{latents}; output videos ≈ {describe_bytes(outputs)} (an estimate: each edit "
+                                 f"about its input's size); temporary edited crops {crops} (deleted as each pair "
+                                 "finishes)")
+    frontend = ("not measured for face preset " + repr(cfg.face_preset) if frontend_s is None else
+                describe_cpu_hours(frontend_s, f"face preset {cfg.face_preset!r} as {cpu_rates.FRONTEND_SOURCE} "
+                                               "measured it, at the nearer of 1280x720 and 1920x1080"))
+    writer = describe_cpu_hours(writer_s, f"paste + encode at {cpu_rates.WRITER_FRAMES_PER_CPU_S:g} frames/s per CPU "
+                                          f"at 720p, scaled by pixels, from {cpu_rates.WRITER_SOURCE}")
+    report.note("estimated CPU time", f"stage A {frontend}; stage C {writer}")
     clip = sum(has_clip_edits([e]) for t in tasks for e in t["edits"])
     if clip:
         c = cfg.clip_edit
         report.note("CLIP directions", f"up to {clip} optimisation(s) of {c.iterations} iterations × "
                                        f"{len(c.frames) * c.steps} UNet forward+backward passes (a direction in "
                                        "the cache is read instead)")
-    report.note("estimated GPU time", describe_gpu_hours({n: calls}, _gflop(cfg.model), cfg.model.name))
+    report.note("estimated GPU time", describe_gpu_hours({n: sum(calls.values())}, _gflop(cfg.model),
+                                                         cfg.model.name))
 
 
 # --- preprocessing and training ---------------------------------------------------------------------------------
@@ -229,9 +298,10 @@ def check_preprocess(cfg, report: Report) -> None:
     if videos is None or not writable or not report.step("manifest", read_done):
         return
     todo = [v.uri for v in videos if v.video_id not in done]
-    frames = _frames(report, todo)
+    containers = _containers(report, todo)
     report.note("videos", f"{len(videos)}: {len(todo)} to do, {len(videos) - len(todo)} already done (skipped)")
-    report.note("frames", f"{sum(frames.values()):,} in the videos to do (container headers); no UNet work")
+    report.note("frames", f"{sum(c.frames for c in containers.values()):,} in the videos to do (container "
+                          "headers); no UNet work")
 
 
 def load_train(config: str, overrides: Sequence[str]):
@@ -303,7 +373,7 @@ def check_eval(cfg, report: Report) -> None:
     files = configured_files(cfg.model, "model") + face_files(cfg.face)
     check_files_exist(report, files + ([("lpips_weights", cfg.lpips_weights)] if cfg.lpips_weights else []))
     check_model(report, cfg.model)
-    _landmarker(report, cfg.face)
+    landmarker = _landmarker(report, cfg.face)
     if cfg.lpips_weights:
         check_loads(report, "lpips_weights", lambda: LpipsScorer(cfg.lpips_weights, torch.device("cpu")))
     else:
@@ -312,13 +382,25 @@ def check_eval(cfg, report: Report) -> None:
     check_output(report, "output", cfg.output_prefix)
     if videos is None:
         return
-    frames = _frames(report, [v.uri for v in videos])
-    used = sum(min(f, cfg.max_frames) if cfg.max_frames else f for f in frames.values())
-    steps = sorted(set(cfg.steps))
-    calls = {n: used * (2 * n - 1) for n in steps}
-    report.note("videos", f"{len(videos)}, {used:,} frames evaluated at N = {', '.join(map(str, steps))}")
-    report.note("UNet calls", f"{sum(calls.values()):,} (2N−1 per frame at each N)")
-    report.note("estimated GPU time", describe_gpu_hours(calls, _gflop(cfg.model), cfg.model.name))
+    containers = _containers(report, [v.uri for v in videos])
+    counted = _faces(report, [(uri, c.frames, None) for uri, c in containers.items()], landmarker, cfg.face)
+    # one track per video, the largest face first (`evaluate_video`), over its own frames
+    largest = [f.faces[f.largest] if f.faces else 0 for f in counted.values()]
+    used = sum(min(f, cfg.max_frames) if cfg.max_frames else f for f in largest)
+    decodes = 2 if cfg.identity_target else 1  # the reconstruction, and the identity edit from the same x_T
+    calls = {(m.label, n): used * (m.inversion_calls(n) + decodes * n)
+             for m in cfg.inversions for n in sorted(set(cfg.steps))}  # as `run_reconstruction` runs them
+    by_steps: dict[int, int] = {}
+    for (_, n), count in calls.items():
+        by_steps[n] = by_steps.get(n, 0) + count
+    report.note("videos", f"{len(videos)}, {used:,} face frames evaluated (each video's largest face over its own "
+                          f"frames{f', at most {cfg.max_frames}' if cfg.max_frames else ''}; counted by "
+                          f"{_how_counted(counted.values())})")
+    report.note("UNet calls", f"{sum(calls.values()):,}: " + ", ".join(
+        f"{label} N={n} {count:,}" for (label, n), count in calls.items()) + " (inversion + "
+        + ("the reconstruction and the identity edit, N each" if cfg.identity_target else "one decode of N")
+        + " per face frame)")
+    report.note("estimated GPU time", describe_gpu_hours(by_steps, _gflop(cfg.model), cfg.model.name))
 
 
 def load_train_classifier(config: str, overrides: Sequence[str]):

@@ -1,39 +1,83 @@
-"""The plan of a job: frames from container metadata, UNet calls, and GPU time from the measured rate table."""
+"""The plan of a job: what it will do, counted (frames, face frames, UNet calls per inversion method and N, bytes
+written) and what that costs (CPU-hours of the edit job's CPU stages from `cpu_rates.py`, GPU-hours from
+`gpu_rates.py`)."""
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
 
-from dva.preflight import gpu_rates
+from dva.preflight import cpu_rates, gpu_rates
+from dva.preflight.faces import VideoFaces
 from dva.preflight.report import describe_error
 
 PROBE_THREADS = 16  # probes wait on storage, not on the CPU
 
 
-def frame_counts(uris: Sequence[str]) -> dict[str, int | str]:
-    """Frames of each video from its container header (`dva.video.decode.probe`: the header and one decoded
-    frame), or the reason it cannot be read. A container that does not state its frame count gives
+@dataclass(frozen=True)
+class Container:
+    """What a video's container header says."""
+
+    frames: int
+    size: tuple[int, int]  # upright (width, height)
+    bytes: int
+
+
+def probe_videos(uris: Sequence[str]) -> dict[str, Container | str]:
+    """Each video's frames, size and bytes from its container header (`dva.video.decode.probe`: the header and one
+    decoded frame), or the reason it cannot be read. A container that does not state its frame count gives
     duration × frame rate."""
+    from dva.storage import size
     from dva.video.decode import probe
 
-    def count(uri: str) -> int | str:
+    def read(uri: str) -> Container | str:
         try:
             info = probe(uri)
+            frames = info.num_frames or (round(info.duration * info.fps) if info.duration else 0)
+            if not frames:
+                return "the container states no frame count"
+            return Container(frames, info.size, size(uri))
         except Exception as err:  # the job records such a video as failed; the plan says which and why
             return describe_error(err)
-        if info.num_frames:
-            return info.num_frames
-        return round(info.duration * info.fps) if info.duration else "the container states no frame count"
 
     with ThreadPoolExecutor(PROBE_THREADS) as pool:
-        return dict(zip(uris, pool.map(count, uris)))
+        return dict(zip(uris, pool.map(read, uris)))
 
 
-def unet_calls_per_frame(steps: int, edits: int, has_x_T: bool) -> int:
-    """UNet calls per frame of one video: inversion N−1 unless x_T is stored, then N per edit (the first edit of a
-    new video therefore 2N−1, each further one N); encode only (no edits) is the inversion alone."""
-    return (0 if has_x_T else steps - 1) + steps * edits
+@dataclass
+class EditWork:
+    """What an edit job does with the faces of its videos, summed over them. Face frames count once per face: a
+    frame with two addressed faces counts twice."""
+
+    face_frames: int = 0  # frames of every face some edit addresses (of every face, encode only)
+    inverted: int = 0  # of those, the frames of faces without a stored x_T: inverted by the job's method
+    decoded: int = 0  # face frames generated, summed over the edits (N UNet calls each)
+    pasted: list[int] = field(default_factory=list)  # per (video, edit): the face frames stage C pastes
+    x_T_faces: list[int] = field(default_factory=list)  # face frames of each face whose x_T is stored anew
+
+    def add(self, faces: VideoFaces, edits: Sequence[str], has_x_T: Sequence[bool]) -> None:
+        """One video: `edits` (none: encode only) over `faces`; `has_x_T[k]`: face k's x_T is stored already."""
+        from dva.editing.edits import parse_edit
+
+        addressed = ({e: faces.addressed(parse_edit(e).face_selector) for e in edits} if edits
+                     else {"": list(range(len(faces.faces)))})
+        todo = sorted({k for ks in addressed.values() for k in ks})
+        self.face_frames += sum(faces.faces[k] for k in todo)
+        fresh = [k for k in todo if not (k < len(has_x_T) and has_x_T[k])]
+        self.inverted += sum(faces.faces[k] for k in fresh)
+        self.x_T_faces += [faces.faces[k] for k in fresh]
+        for edit in edits:
+            frames = sum(faces.faces[k] for k in addressed[edit])
+            self.decoded += frames
+            self.pasted.append(frames)
+
+    def merge(self, other: EditWork) -> None:
+        self.face_frames += other.face_frames
+        self.inverted += other.inverted
+        self.decoded += other.decoded
+        self.pasted += other.pasted
+        self.x_T_faces += other.x_T_faces
 
 
 def describe_gpu_hours(calls_by_steps: dict[int, int], gflop_per_forward: float, model: str) -> str:
@@ -45,3 +89,29 @@ def describe_gpu_hours(calls_by_steps: dict[int, int], gflop_per_forward: float,
     hours = seconds >= 360  # from a tenth of an hour on; shorter plans in seconds
     amount = f"{seconds / 3600:,.1f} {gpu_rates.GPU}-hours" if hours else f"{seconds:,.3g} {gpu_rates.GPU}-seconds"
     return f"≈ {amount} (bf16, compiled, 32-frame batches: {gpu_rates.SOURCE}{scaled})"
+
+
+def describe_cpu_hours(seconds: float, what: str) -> str:
+    """'≈ X CPU-hours (what)', in CPU-seconds below a tenth of an hour."""
+    amount = f"{seconds / 3600:,.1f} CPU-hours" if seconds >= 360 else f"{seconds:,.3g} CPU-seconds"
+    return f"≈ {amount} ({what})"
+
+
+def describe_bytes(size: float) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:,.1f} {unit}"
+    return f"{size:,.0f} B"
+
+
+def frontend_cpu_s(face_preset: str, size: tuple[int, int], frames: int, face_frames: int, find_tracks: bool
+                   ) -> Optional[float]:
+    """Stage A CPU-seconds of one video at the measured rate of `face_preset` (None: not measured): finding the
+    tracks (every pass), or with stored tracks cropping the `face_frames` to invert again (none: no work)."""
+    found = cpu_rates.frontend_rate(face_preset, size)
+    if found is None:
+        return None
+    rate = found[0]
+    if find_tracks:
+        return rate.find_tracks_ms(frames, face_frames) / 1000
+    return rate.crop_again_ms(frames, face_frames) / 1000 if face_frames else 0.0

@@ -20,12 +20,12 @@ from omegaconf import OmegaConf
 from dva.config import merge_config
 from dva.errors import MissingWeightsError
 from dva.models.autoencoder import DiffusionVideoAutoencoder
-from dva.models.checkpoint import (build_model, checkpoint_metadata, checkpoint_state, read_checkpoint_file,
-                                   write_checkpoint)
+from dva.models.checkpoint import (CheckpointHeader, build_model, checkpoint_metadata, checkpoint_state,
+                                   read_checkpoint_file, read_checkpoint_header, write_checkpoint)
 from dva.models.config import EncoderConfig, ModelConfig
 from dva.models.dlib_encoders import MODEL_FILES as DLIB_MODEL_FILES
 from dva.models.reference.convert import EXPECTED_CKPT, ROLES, held_roles, read_lightning_state, reference_state_dict
-from dva.storage import atomic_output, cache_dir, is_remote, join, local_path
+from dva.storage import atomic_output, cache_dir, is_remote, join, local_path, read_range, size
 
 
 def local_checkpoint(uri: str, config_key: str = "model.checkpoint") -> Path:
@@ -125,18 +125,23 @@ def read_reference_checkpoint(uri: str, use_ema: bool = True, config_key: str = 
         return reference_state_dict(path, use_ema, config_key)
 
 
+def checkpoint_header(uri: str, config_key: str = "model.checkpoint") -> CheckpointHeader:
+    """The header of the dva checkpoint `uri`, local or remote, by two ranged reads (its 8-byte length, then its
+    JSON): nothing else of the file is read or fetched. Judged as `checkpoint_metadata` judges a local file."""
+    return read_checkpoint_header(lambda start, end: read_range(uri, start, end), size(uri), str(uri), config_key)
+
+
 def check_checkpoint(uri: str, config_key: str = "model.checkpoint") -> None:
-    """Cheap check of a local checkpoint before workers start, so a wrong, damaged or unsafe file fails once, on the
-    driver, instead of in every worker: a dva checkpoint's header, or a reference `.ckpt` memory-mapped (its pickle
-    read safely, its tensors not read). Remote files are left to `load_model`: checking them means fetching them."""
-    if is_remote(str(uri)):
-        return
-    path = local_checkpoint(uri, config_key)
-    with _named_as({str(path): str(uri)}):
-        if path.suffix == ".ckpt":
+    """Cheap check of a checkpoint before workers start, so a wrong, damaged or unsafe file fails once, on the
+    driver, instead of in every worker: a dva checkpoint's header (local or remote, `checkpoint_header`), or a local
+    reference `.ckpt` memory-mapped (its pickle read safely, its tensors not read). A remote `.ckpt` is left to
+    `load_model`: checking it means fetching it."""
+    if not str(uri).endswith(".ckpt"):
+        checkpoint_header(uri, config_key)
+    elif not is_remote(str(uri)):
+        path = local_checkpoint(uri, config_key)
+        with _named_as({str(path): str(uri)}):
             read_lightning_state(path, config_key)
-        else:
-            checkpoint_metadata(path, config_key)
 
 
 def read_checkpoint(uri: str, config_key: str = "model.checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, str]]:

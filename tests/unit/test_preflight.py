@@ -176,8 +176,12 @@ def test_a_passing_check_prints_the_plan(capsys, two_clips, tmp_path):
     assert plan["videos"].strip() == "2 (1 with work to do)"
     assert plan["(video, edit) pairs"].strip() == "1 to do, 1 already done (skipped)"
     assert plan["frames"].strip().startswith(f"{frames} ")
-    assert plan["UNet calls"].strip().startswith(f"{frames * (2 * steps - 1):,} ")
+    # one face in every frame, found by the sampled detection
+    assert plan["face frames"].strip().startswith(f"{frames} of the faces") and "sampled detection" in out
+    assert plan["UNet calls"].strip().startswith(f"{frames * (2 * steps - 1):,}: inversion (ddim, {steps - 1} ")
     assert "H200-seconds" in plan["estimated GPU time"]
+    assert "stage A ≈" in plan["estimated CPU time"] and "stage C ≈" in plan["estimated CPU time"]
+    assert "latents " in plan["bytes written"] and "output videos ≈" in plan["bytes written"]
 
 
 def test_a_checkpoint_is_checked_from_its_header(capsys, tmp_path, tiny_model):
@@ -333,3 +337,46 @@ def test_the_files_of_the_edits_still_to_do_are_checked(capsys, tmp_path, two_cl
     assert "config key `clip_edit.clip.weights`" in failed[0] and "config key `classifier`" in failed[1]
     assert str(tmp_path / "nobody.png") in failed[2]
     assert "CLIP directions" in out  # the plan counts the optimisations
+
+
+def test_a_remote_checkpoint_header_is_read_in_ranges_and_a_damaged_one_fails(capsys, monkeypatch, tmp_path,
+                                                                              s3_server, s3_bucket, tiny_model):
+    """The header of an s3:// checkpoint is read by ranged GETs (seen by the S3 server: moto's request recorder),
+    nothing beyond it; a damaged header is a failed check, and the edit job's driver check refuses it too."""
+    import json
+    import urllib.request
+
+    import s3fs
+
+    from dva.errors import MissingWeightsError
+    from dva.runtime.weights import check_checkpoint, save_checkpoint
+
+    good = save_checkpoint(tmp_path / "tiny.safetensors", tiny_model).read_bytes()
+    header_end = 8 + int.from_bytes(good[:8], "little")
+    damaged = good[:8] + b"{" + b" " * (header_end - 9) + good[header_end:]  # same size, JSON cut
+    fs = s3fs.S3FileSystem()
+    fs.pipe(f"{s3_bucket}/models/good.safetensors", good)
+    fs.pipe(f"{s3_bucket}/models/damaged.safetensors", damaged)
+    args = ["check", "train", "--config", "tiny_cpu", f"data.path={tmp_path / 'no-data'}",
+            f"storage_path={tmp_path / 'runs'}"]
+    recorder = f"{s3_server.endpoint}/moto-api/recorder"
+    monkeypatch.chdir(tmp_path)  # the recorder (in this process's server thread) logs to ./moto_recording
+    urllib.request.urlopen(urllib.request.Request(f"{recorder}/start-recording", method="POST")).close()
+    try:
+        _, out, _ = run(capsys, *args, f"model.checkpoint={s3_bucket}/models/good.safetensors")
+        status, detail = checks(out)["model.checkpoint"]
+        assert status == "ok" and "header read (two ranged reads)" in detail and "fit model 'tiny'" in detail
+        code, out, _ = run(capsys, *args, f"model.checkpoint={s3_bucket}/models/damaged.safetensors")
+        with pytest.raises(MissingWeightsError, match="not a readable safetensors file"):
+            check_checkpoint(f"{s3_bucket}/models/damaged.safetensors")
+    finally:
+        urllib.request.urlopen(urllib.request.Request(f"{recorder}/stop-recording", method="POST")).close()
+    assert code == EXIT_CHECK_FAILED
+    failed = failures(out)
+    assert failed[0].startswith("model.checkpoint:") and "damaged.safetensors" in failed[0]
+    assert "is not a readable safetensors file" in failed[0]
+    requests = [json.loads(line) for line in (tmp_path / "moto_recording").read_text().splitlines()]
+    gets = [r for r in requests if r["method"] == "GET" and "/models/" in r["url"]]
+    ranges = [{k.lower(): v for k, v in r["headers"].items()}.get("range") for r in gets]
+    assert len(gets) == 6 and None not in ranges, ranges  # two reads per header: dva check ×2, the driver check
+    assert set(ranges) == {"bytes=0-7", f"bytes=8-{header_end - 1}"}  # the tensors are never read
