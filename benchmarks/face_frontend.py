@@ -48,6 +48,7 @@ from dva.face import build_landmarker, iter_crops, load_face_config, track_faces
 from dva.models.config import EncoderConfig
 from dva.models.encoders import build_encoder
 from dva.pipeline.config import EditJobConfig
+from dva.runtime.cluster import limit_threads
 from dva.runtime.config import load_job_config
 from dva.samples import make_sample_clip
 from dva.train.config import PreprocessJobConfig
@@ -172,7 +173,7 @@ def bench(clip: str, job: str, job_preset: str, face_preset: str, frames: int, t
         face_on_gpu = True
     else:
         face_on_gpu = False
-    torch.set_num_threads(max(1, int(cfg.frontend.num_cpus)))
+    limit_threads(cfg.frontend.num_cpus)  # as the stage-A actor: every library at its CPUs, before models are built
     video = list(iter_frames(clip))[:frames]
     reference = track_faces(video, build_landmarker(load_face_config("dlib")), cfg.face.track, clip)
     quads = track_quads(reference.points, cfg.face.align)

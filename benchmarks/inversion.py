@@ -25,7 +25,8 @@ import torch  # noqa: E402
 
 from dva.evaluation.config import load_eval_config  # noqa: E402
 from dva.evaluation.job import run_reconstruction  # noqa: E402
-from dva.evaluation.results import read_summary  # noqa: E402
+from dva.evaluation.reconstruction import EDIT_METRICS  # noqa: E402
+from dva.runtime.eval_results import read_summary  # noqa: E402
 from dva.samples import make_sample_clip  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +54,7 @@ def table_rows(summary: dict) -> list[list[str]]:
             rows.append([method, n, f"{e['psnr']:.2f}", f"{e['ssim']:.4f}", f"{e['rel_x0_error']:.4f}",
                          str(e["inversion_calls"]), str(e["decode_calls"]), f"{100 * first / DDIM_100_FIRST_EDIT:.1f}",
                          f"{100 * further / DDIM_100_FIRST_EDIT:.1f}", f"{e['seconds_per_frame']:.2f}",
-                         *(f"{e[k]:.3f}" for k in ("id_cos_target", "id_cos_source", "tl_id", "tg_id"))])
+                         *("-" if e[k] is None else f"{e[k]:.3f}" for k in EDIT_METRICS)])
     return rows
 
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from dva.errors import MissingWeightsError
 from dva.models.config import EncoderConfig
 from dva.models.reference import weight_file
+from dva.threads import onnx_session_options
 
 # (top, left, side) of the ArcFace template square in a 256 aligned crop; see the module docstring.
 ARCFACE_REGION = (30, 32, 192)
@@ -67,7 +68,7 @@ def load_arcface_onnx(path: Path, config_key: str):
     if path.suffix != ".onnx":
         raise MissingWeightsError(str(path), config_key, f"is not an .onnx file; expected {EXPECTED_FILE}")
     try:
-        model = get_model(str(path))
+        model = get_model(str(path), sess_options=onnx_session_options())
     except Exception as err:  # protobuf, onnxruntime and routing errors all mean: not a usable model file
         raise MissingWeightsError(
             str(path), config_key, f"cannot be loaded ({type(err).__name__}: {err}); expected {EXPECTED_FILE}"

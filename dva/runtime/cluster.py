@@ -13,6 +13,7 @@ from typing import Callable, Optional
 
 import torch
 
+from dva import threads
 from dva.errors import DvaError
 
 
@@ -61,12 +62,14 @@ def on_device(encode: Callable[[torch.Tensor], torch.Tensor], device: torch.devi
 
 
 def limit_threads(num_cpus: float) -> None:
-    """Use the cores the actor reserved, not every core of the node (several actors share a machine).
+    """Use the cores the actor reserved, not every core of the node (several actors share a machine): every
+    library the actor runs (torch, ONNX Runtime, OpenCV, the video decoder, Inductor) gets `num_cpus` threads
+    (`dva.threads`). Call it before building models, as ONNX Runtime sizes a session when it is made.
 
     Call it in each `__call__` too: Ray may run calls on another thread than `__init__`, and OpenMP's thread count
     is per calling thread. A fixed count also keeps reductions, hence pixels, identical from run to run.
     """
-    torch.set_num_threads(max(1, int(num_cpus)))
+    threads.limit(num_cpus)
 
 
 def failure_reason(err: BaseException) -> str:

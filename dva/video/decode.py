@@ -26,6 +26,7 @@ import numpy as np
 
 from dva.errors import StorageError, VideoError
 from dva.storage import is_remote, open_file, size
+from dva.threads import decoder_threads
 
 # Edit lists may legitimately hide a couple of the indexed frames (B-frame priming); more than this is truncation.
 TRUNCATION_SLACK = 2
@@ -108,6 +109,7 @@ def _upright(frame: av.VideoFrame) -> np.ndarray:
 
 def _decoded(container: av.container.InputContainer, uri: str, threaded: bool) -> Iterator[av.VideoFrame]:
     stream = container.streams.video[0]
+    stream.thread_count = decoder_threads()  # the process's thread budget (an actor's CPUs), or FFmpeg's choice
     if threaded:  # frame threads buffer several packets before the first frame comes out
         stream.thread_type = "AUTO"
     try:

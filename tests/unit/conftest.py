@@ -12,6 +12,27 @@ from dva.models.config import ModelConfig  # noqa: E402
 from dva.models.unet import UNet  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _keep_thread_budget(monkeypatch):
+    """Stage constructors give every library their actor's CPUs (`dva.threads.limit`); give the next test the
+    process's own counts back (Inductor's compile workers aside: they change no result)."""
+    import cv2
+
+    from dva import threads
+
+    torch_threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
+    environment = {name: os.environ.get(name) for name in threads.ENV_VARS}
+    monkeypatch.setattr(threads, "_budget", threads.budget())
+    yield
+    torch.set_num_threads(torch_threads)
+    cv2.setNumThreads(cv2_threads)
+    for name, value in environment.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture
 def tiny_config() -> ModelConfig:
     return load_config(ModelConfig, "tiny", group="model")

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # never import each other unless SIDEWAYS allows it; the top layer may import anything.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("errors", ("dva.errors",)),
-    ("base", ("dva.config", "dva.storage", "dva.crops", "dva.dlib_models", "dva.standins", "dva.precision")),
+    ("base", ("dva.config", "dva.storage", "dva.crops", "dva.dlib_models", "dva.standins", "dva.precision",
+              "dva.threads")),
     ("library", ("dva.diffusion", "dva.models", "dva.metrics", "dva.video", "dva.face")),
     ("front end", ("dva.editing", "dva.latents", "dva.frontend", "dva.samples")),
     ("job runtime", ("dva.runtime",)),

@@ -26,14 +26,6 @@ def standins(tmp_path_factory) -> StandIns:
     return StandIns(tmp_path_factory.mktemp("standin_weights"))
 
 
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    """Stage constructors set torch's thread count to their actor's CPUs; give the next test its own back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def resolve(load, name: str, standins: StandIns, overrides: list[str]):
     """`load(name, overrides)` once to learn what the preset names, then again with its stand-in files (and, on a
     machine without CUDA, its face back end on the CPU)."""

@@ -15,6 +15,7 @@ from dva.errors import MissingWeightsError
 from dva.face.config import InsightfaceConfig
 from dva.face.detection import DetectedFace
 from dva.storage import local_path
+from dva.threads import onnx_session_options
 
 
 def _providers(device: str) -> list[str]:
@@ -25,7 +26,7 @@ def _load(path: Path, config_key: str, device: str):
     from insightface.model_zoo import get_model
 
     try:
-        model = get_model(str(path), providers=_providers(device))
+        model = get_model(str(path), providers=_providers(device), sess_options=onnx_session_options())
     except Exception as err:  # ONNX parse errors, unknown model layouts
         raise MissingWeightsError(str(path), config_key, f"cannot be loaded by insightface ({err})") from None
     if model is None:
