@@ -180,37 +180,57 @@ def _absent_folders(folder: Path) -> list[Path]:
 
 @dataclass(frozen=True)
 class Request:
-    """`least`..`most` Ray actors (or workers, or tasks) of one stage, each holding `cpus` CPUs and `gpus` GPUs."""
+    """`least`..`most` Ray actors (or workers, or tasks) of one stage, each holding `cpus` CPUs, `gpus` GPUs and the
+    custom resources `resources` ((name, amount) pairs, e.g. a GPU pod's `unet_slot`)."""
 
     key: str  # the config key that sets it, e.g. `generate`
     least: int
     most: int
     cpus: float
     gpus: float
+    resources: tuple[tuple[str, float], ...] = ()
 
     @staticmethod
     def of_stage(key: str, stage) -> Request:
         """From a `StageConfig`: an autoscaling pool needs `min_actors` to start, `actors` at full size."""
         least = stage.actors if stage.min_actors is None else stage.min_actors
-        return Request(key, least, stage.actors, stage.num_cpus, stage.num_gpus)
+        return Request(key, least, stage.actors, stage.num_cpus, stage.num_gpus,
+                       tuple(sorted(stage.resources.items())))
+
+    @staticmethod
+    def of_task(key: str, task) -> Request:
+        """From a `TaskConfig`: one task at a time at least and at most."""
+        return Request(key, 1, 1, task.num_cpus, task.num_gpus, tuple(sorted(task.resources.items())))
+
+    def amounts(self) -> dict[str, float]:
+        """What one actor holds, by Ray resource name."""
+        return {"CPU": self.cpus, "GPU": self.gpus, **dict(self.resources)}
 
 
-def _totals(requests: Sequence[Request], count: Callable[[Request], int]) -> tuple[float, float]:
-    return (sum(count(r) * r.cpus for r in requests), sum(count(r) * r.gpus for r in requests))
+def _totals(requests: Sequence[Request], count: Callable[[Request], int]) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for r in requests:
+        for name, amount in r.amounts().items():
+            totals[name] = totals.get(name, 0.0) + count(r) * amount
+    return totals
+
+
+def _amounts(amounts: dict[str, float]) -> str:
+    return ", ".join(f"{amount:g} {name}" for name, amount in amounts.items())
 
 
 def _describe(requests: Sequence[Request]) -> str:
-    return "; ".join(f"{r.key}: {r.least}{'' if r.least == r.most else f'-{r.most}'} × ({r.cpus:g} CPU, "
-                     f"{r.gpus:g} GPU)" for r in requests)
+    return "; ".join(f"{r.key}: {r.least}{'' if r.least == r.most else f'-{r.most}'} × ({_amounts(r.amounts())})"
+                     for r in requests)
 
 
 def check_resources(report: Report, address: Optional[str], requests: Sequence[Request]) -> None:
     """The stages' actors against what Ray would give them, without starting any work.
 
     No address (config `ray_address` or RAY_ADDRESS): the job starts Ray on this machine, whose CPUs and GPUs are
-    fixed, so a job that cannot place its smallest pools would wait forever: FAIL. A reachable cluster: compared
-    with `ray.cluster_resources()` now, as a warning, because an autoscaling cluster (KubeRay, the launcher) adds
-    nodes on demand. An unreachable one: not checked, said so.
+    fixed and which offers no custom resources, so a job that cannot place its smallest pools would wait forever:
+    FAIL. A reachable cluster: compared with `ray.cluster_resources()` now, as a warning, because an autoscaling
+    cluster (KubeRay, the launcher) adds nodes on demand. An unreachable one: not checked, said so.
     """
     address = address or os.environ.get("RAY_ADDRESS")
     asked = _describe(requests)
@@ -226,18 +246,22 @@ def check_resources(report: Report, address: Optional[str], requests: Sequence[R
 
 
 def _compare(report: Report, requests: Sequence[Request], have: dict, where: str, fixed: bool) -> None:
-    cpus, gpus = have.get("CPU", 0.0), have.get("GPU", 0.0)
-    least_cpu, least_gpu = _totals(requests, lambda r: r.least)
-    most_cpu, most_gpu = _totals(requests, lambda r: r.most)
-    summary = (f"{where}: {cpus:g} CPU, {gpus:g} GPU; the job needs {least_cpu:g} CPU, {least_gpu:g} GPU to "
-               f"start and {most_cpu:g} CPU, {most_gpu:g} GPU at full size ({_describe(requests)})")
-    if least_cpu > cpus or least_gpu > gpus:
+    least, most = _totals(requests, lambda r: r.least), _totals(requests, lambda r: r.most)
+    offered = {name: have.get(name, 0.0) for name in most}
+    summary = (f"{where}: {_amounts(offered)}; the job needs {_amounts(least)} to start and {_amounts(most)} at "
+               f"full size ({_describe(requests)})")
+    if any(amount > offered[name] for name, amount in least.items()):
+        custom = sorted(name for name, amount in least.items()
+                        if name not in ("CPU", "GPU") and amount > offered[name])
         if fixed:
-            report.add(FAIL, "resources", f"{summary}; lower the stages' `actors`/`min_actors`, `num_cpus`, "
-                                          "`num_gpus`, or set `ray_address` to a cluster")
+            hint = (f"; a local Ray offers no custom resources ({', '.join(custom)}): start Ray with them "
+                    "(`ray start --head --resources=...`) and set `ray_address`, or clear the stages' `resources`"
+                    if custom else "; lower the stages' `actors`/`min_actors`, `num_cpus`, `num_gpus`, or set "
+                                   "`ray_address` to a cluster")
+            report.add(FAIL, "resources", summary + hint)
         else:
             report.add(WARN, "resources", f"{summary}; fine only if the cluster autoscales to it")
-    elif most_cpu > cpus or most_gpu > gpus:
+    elif any(amount > offered[name] for name, amount in most.items()):
         report.add(WARN, "resources", f"{summary}; the pools will not all reach full size"
                                       + ("" if fixed else " unless the cluster grows"))
     else:

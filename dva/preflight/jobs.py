@@ -129,7 +129,7 @@ def check_edit(cfg, report: Report) -> None:
     writable = check_output(report, "output", cfg.output)
     check_resources(report, cfg.ray_address, [Request.of_stage("frontend", cfg.frontend),
                                               Request.of_stage("generate", cfg.generate),
-                                              Request("writer", 1, 1, cfg.writer.num_cpus, 0.0)])
+                                              Request.of_task("writer", cfg.writer)])
     tasks: list[dict] = []
     skipped: list[int] = []
     key, unhashed = _latent_key_without_fetching(cfg)

@@ -219,6 +219,16 @@ def test_local_resources_that_can_never_be_placed_fail(capsys, two_clips, tmp_pa
     assert failed.startswith("resources:") and "64 GPU to start" in failed
 
 
+def test_local_ray_offers_no_custom_resources_so_a_stage_that_asks_for_one_fails(capsys, two_clips, tmp_path):
+    # As `cluster_gpu` asks for its GPU pods' places (`unet_slot`, ...): a local Ray would never place the actor.
+    code, out, _ = run(capsys, "check", "edit", *TINY, f"input={two_clips}", f"output={tmp_path / 'out'}",
+                       "generate.resources={unet_slot: 1}")
+    assert code == EXIT_CHECK_FAILED
+    (failed,) = failures(out)
+    assert failed.startswith("resources:") and "1 unet_slot to start" in failed and "0 unet_slot" in failed
+    assert "--resources" in failed and "ray_address" in failed
+
+
 def test_gpu_rate_table_reproduces_the_benchmark():
     for n, fps in gpu_rates.FIRST_EDIT_FRAMES_PER_S.items():
         assert gpu_rates.seconds_per_unet_call(n) * (2 * n - 1) == pytest.approx(1 / fps)
