@@ -66,6 +66,14 @@ def _frames(report: Report, uris: Sequence[str]) -> dict[str, int]:
     return {u: c for u, c in counts.items() if not isinstance(c, str)}
 
 
+def _random_weights(report: Report, cfg) -> None:
+    """A job that decodes with a UNet of random weights runs (its config asked for it), with a warning."""
+    from dva.runtime.config import RANDOM_WEIGHTS_WARNING
+
+    if cfg.random_weights:
+        report.add(WARN, "random_weights", RANDOM_WEIGHTS_WARNING)
+
+
 def _gflop(model_cfg) -> float:
     from dva.models.unet import count_gflops
 
@@ -97,6 +105,7 @@ def check_edit(cfg, report: Report) -> None:
 
     check_files_exist(report, configured_files(cfg.model, "model") + face_files(cfg.face))
     check_model(report, cfg.model)  # stage B loads all of it, stage A all but the UNet
+    _random_weights(report, cfg)
     _landmarker(report, cfg.face)
     videos = _inputs(report, "input", cfg.input)
     writable = check_output(report, "output", cfg.output)
@@ -301,6 +310,7 @@ def check_eval(cfg, report: Report) -> None:
     files = configured_files(cfg.model, "model") + face_files(cfg.face)
     check_files_exist(report, files + ([("lpips_weights", cfg.lpips_weights)] if cfg.lpips_weights else []))
     check_model(report, cfg.model)
+    _random_weights(report, cfg)
     _landmarker(report, cfg.face)
     if cfg.lpips_weights:
         check_loads(report, "lpips_weights", lambda: LpipsScorer(cfg.lpips_weights, torch.device("cpu")))

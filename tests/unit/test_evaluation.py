@@ -152,23 +152,27 @@ def test_configured_but_unusable_lpips_stops_the_run_up_front(tmp_path):
         LpipsScorer(str(tmp_path / "missing.pth"), torch.device("cpu"))
 
 
+# A reconstruction run of these config tests: no checkpoint, so random weights (said explicitly).
+RECONSTRUCTION = ["random_weights=true", "input=clips/", "output=out/"]
+
+
 @pytest.mark.parametrize("override, key", [
     ("mode=compare", "mode"), ("steps=[1,10]", "steps"), ("identity.kind=random", "identity.kind"),
     ("face.align.crop_size=64", "face.align.crop_size"), ("output=", "output")])
 def test_bad_eval_config_names_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        load_eval_config("local_tiny", ["input=clips/", "output=out/", override])
+        load_eval_config("local_tiny", [*RECONSTRUCTION, override])
 
 
 def test_methods_to_compare_are_parsed_and_checked():
-    cfg = load_eval_config("local_tiny", ["input=clips/", "output=out/", "methods=[ddim,fixed_point,fixed_point:3]",
+    cfg = load_eval_config("local_tiny", [*RECONSTRUCTION, "methods=[ddim,fixed_point,fixed_point:3]",
                                           "inversion.iterations=4"])
     assert [c.label for c in cfg.inversions] == ["ddim", "fixed_point×4", "fixed_point×3"]
-    assert [c.label for c in load_eval_config("local_tiny", ["input=a", "output=b"]).inversions] == ["ddim"]
+    assert [c.label for c in load_eval_config("local_tiny", RECONSTRUCTION).inversions] == ["ddim"]
     for methods, key in (("[ddim,exact]", r"methods\[1\]\.method"), ("[fixed_point:0]", r"methods\[0\]\.iterations"),
                          ("[fixed_point:x]", r"methods\[0\]"), ("[ddim,ddim]", "methods")):
         with pytest.raises(ConfigError, match=key):
-            load_eval_config("local_tiny", ["input=a", "output=b", f"methods={methods}"])
+            load_eval_config("local_tiny", [*RECONSTRUCTION, f"methods={methods}"])
     with pytest.raises(ConfigError, match="identity_target"):
         load_eval_config("local_tiny", ["mode=edit", "input=a", "identity_target=b.mp4"])
 
@@ -176,6 +180,7 @@ def test_methods_to_compare_are_parsed_and_checked():
 def test_edit_mode_defaults_its_output_to_the_edit_run():
     cfg = load_eval_config("local_tiny", ["mode=edit", "input=s3://bucket/edits"])
     assert cfg.output_prefix == "s3://bucket/edits" and cfg.crop_size_for_identity == 160
+    assert cfg.model.checkpoint is None and not cfg.random_weights  # it scores videos: no UNet, no weights needed
 
 
 def _copy(src: str, dst: str) -> None:
