@@ -278,8 +278,8 @@ def write_edit_report(output_prefix: str, report_prefix: Optional[str] = None,
                + _reconstruction_section(summaries.get("reconstruction")))
     videos = [_video_section(folder, output_prefix, list(group), pairs, cosines, network)
               for _, group in itertools.groupby(rows, key=lambda r: r["video_id"])]
-    body = (header + _random_weights_warning(rows, summaries.get("reconstruction")) + summary + "<h2>Videos</h2>" + "".join(videos) + _faces_section(output_prefix, rows)
-            + _failures_section(rows, pairs))
+    body = (header + _random_weights_warning(rows, summaries.get("reconstruction")) + summary + "<h2>Videos</h2>"
+            + "".join(videos) + _faces_section(output_prefix, rows) + _failures_section(rows, pairs))
     folder.write("index.html", html.page("dva edit report", body).encode())
     return join(folder.prefix, "index.html")
 

@@ -73,7 +73,7 @@ def check_crops_fit_model(face: FaceConfig, model: ModelConfig) -> None:
             f"`model.unet.image_size` ({model.unet.image_size}): the aligned crops are the model's input")
 
 
-# What a job with `random_weights: true` says on its console, in `dva check` and (shortened) in its report.
+# What a job with `random_weights: true` says on its console when it starts, and `dva check` as a warning.
 RANDOM_WEIGHTS_WARNING = ("random_weights=true: the UNet has random weights (no `model.checkpoint`); its "
                           "zero-initialised output layer returns every input unchanged, so the outputs are not edits "
                           "(for tests, rehearsals and benchmarks)")
