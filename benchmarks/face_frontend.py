@@ -59,7 +59,9 @@ GPU_EAGER_TFLOPS = 68.75
 GPU_EFFICIENCY = {"batch1": 0.10, "batched": 0.50}  # assumed fractions of that rate: estimates, not measurements
 ENCODER_BATCH = 4  # crops per timed encoder call (CPU cost per frame hardly depends on it; 2 shared cores)
 LAUNCH_S = 5e-6  # per kernel (≈ aten op), GPU side and CPU side alike
-JOBS = {"edit": (EditJobConfig, 3, 2), "preprocess": (PreprocessJobConfig, 2, 1)}  # schema, decodes, crops
+# schema, decodes, crops, and the keys that load its config without weight files (stage A runs no UNet)
+JOBS = {"edit": (EditJobConfig, 3, 2, ["input=x", "output=y", "random_weights=true"]),
+        "preprocess": (PreprocessJobConfig, 2, 1, ["input=x", "output=y"])}
 
 
 def cpu_seconds() -> float:
@@ -161,12 +163,12 @@ def onnx_gflop(backend: str, frame: np.ndarray, det_size: int) -> dict[str, floa
 
 
 def bench(clip: str, job: str, job_preset: str, face_preset: str, frames: int, tmp: Path) -> dict[str, Part]:
-    schema, decodes, crop_passes = JOBS[job]
-    probe_cfg = load_job_config(schema, job_preset, ["input=x", "output=y", f"face_preset={face_preset}"], group=job)
+    schema, decodes, crop_passes, paths = JOBS[job]
+    probe_cfg = load_job_config(schema, job_preset, [*paths, f"face_preset={face_preset}"], group=job)
     kinds = {"model.identity_encoder": probe_cfg.model.identity_encoder.kind,
              "model.landmark_encoder": probe_cfg.model.landmark_encoder.kind}
     face_over, model_over = standin_overrides(tmp, probe_cfg.face.backend, kinds)
-    cfg = load_job_config(schema, job_preset, ["input=x", "output=y", f"face_preset={face_preset}",
+    cfg = load_job_config(schema, job_preset, [*paths, f"face_preset={face_preset}",
                                                *[f"face.{o}" for o in face_over], *model_over], group=job)
     if cfg.face.device_key and getattr(cfg.face, cfg.face.backend).device == "cuda":
         cfg.face = load_face_config(face_preset, [*face_over, f"{cfg.face.device_key}=cpu"])  # timed on the CPU

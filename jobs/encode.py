@@ -1,6 +1,7 @@
 """Ray job entrypoint of the encode-only job (same code as `dva encode`): latents per video, no generation.
 
-    ray job submit --working-dir . -- python jobs/encode.py --config cluster_gpu input=s3://… output=s3://…
+    ray job submit --working-dir . -- python jobs/encode.py --config cluster_gpu input=s3://… output=s3://… \\
+        model.checkpoint=s3://…
 """
 
 import sys

@@ -10,7 +10,7 @@ from dva.errors import ConfigError
 from dva.face.config import FaceConfig
 from dva.models.config import EncoderConfig, ModelConfig
 from dva.precision import check_precision
-from dva.runtime.config import check_crops_fit_model, load_job_config
+from dva.runtime.config import check_crops_fit_model, check_trained_weights, load_job_config
 
 MODES = ("reconstruction", "edit")
 # Identity networks for TL-ID / TG-ID, by `dva.models.encoders` kind, with the aligned-crop side each reads best:
@@ -48,6 +48,11 @@ class EvalConfig:
     model_preset: str = "dva256"
     face_preset: str = "dlib"
     model: ModelConfig = field(default_factory=ModelConfig)
+    # reconstruction: run without `model.checkpoint`, on a UNet with random weights: for tests, rehearsals and
+    # benchmarks only (it returns every input unchanged, so the scores are not a model's); the console, the summary
+    # and the report say so. Without it, a reconstruction run with no checkpoint does not start. (Edit mode scores
+    # an edit job's videos and runs no UNet: it needs neither.)
+    random_weights: bool = False
     face: FaceConfig = field(default_factory=FaceConfig)
 
     @property
@@ -94,6 +99,7 @@ class EvalConfig:
             raise ConfigError("config key `identity_crop_size`: at least 32 (or 0 for the network's own size)")
         if self.mode == "reconstruction":
             check_crops_fit_model(self.face, self.model)
+            check_trained_weights(self.model, self.random_weights)
 
 
 def parse_method(text: str, iterations: int, key: str) -> InversionConfig:

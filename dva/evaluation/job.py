@@ -20,6 +20,7 @@ from dva.evaluation.config import EvalConfig, load_eval_config
 from dva.metrics import paper
 from dva.runtime.cli import EXIT_FAILED, EXIT_OK, command_parser, run_command
 from dva.runtime.cluster import configured_device
+from dva.runtime.config import RANDOM_WEIGHTS_WARNING
 from dva.runtime.eval_results import eval_prefix, write_summary, write_table
 from dva.storage import join, redact
 
@@ -35,6 +36,8 @@ def run_reconstruction(cfg: EvalConfig) -> str:
     from dva.runtime.inputs import discover_inputs
     from dva.precision import autocast_dtype
 
+    if cfg.random_weights:
+        log.warning("warning: %s", RANDOM_WEIGHTS_WARNING)
     device = configured_device(cfg.device)
     steps = sorted(set(cfg.steps))
     inversions = cfg.inversions
@@ -73,7 +76,7 @@ def run_reconstruction(cfg: EvalConfig) -> str:
     return write_summary(prefix, {
         "mode": "reconstruction", "input": redact(cfg.input), "results": "results.parquet",
         "model": {"name": cfg.model.name, "checkpoint": redact(cfg.model.checkpoint or ""),
-                  "image_size": cfg.model.unet.image_size},
+                  "random_weights": cfg.random_weights, "image_size": cfg.model.unet.image_size},
         "steps": steps, "methods": list(by_method), "by_method": by_method,
         "inversion": first, "by_steps": by_method[first],
         "error_falls_with_steps": all(reconstruction.falls_with_steps(table) for table in by_method.values()),

@@ -12,7 +12,7 @@ from dva.face.config import FaceConfig
 from dva.models.config import ModelConfig
 from dva.models.fused_norm import NORM_KERNELS
 from dva.precision import check_precision
-from dva.runtime.config import StageConfig, TaskConfig, check_crops_fit_model
+from dva.runtime.config import StageConfig, TaskConfig, check_crops_fit_model, check_trained_weights
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -99,6 +99,10 @@ class EditJobConfig:
     model_preset: str = "dva256"
     face_preset: str = "dlib"
     model: ModelConfig = field(default_factory=ModelConfig)
+    # Run without `model.checkpoint`, on a UNet with random weights: for tests, rehearsals and benchmarks only. Its
+    # zero-initialised output layer returns every input unchanged, so the outputs are not edits; the console, the
+    # manifest (`random_weights` column) and the report say so. Without it, a job with no checkpoint does not start.
+    random_weights: bool = False
     face: FaceConfig = field(default_factory=FaceConfig)
     frontend: StageConfig = field(default_factory=StageConfig)
     generate: GenerateStageConfig = field(default_factory=GenerateStageConfig)
@@ -125,6 +129,7 @@ class EditJobConfig:
         if self.chunk_frames < 1 or self.generate.batch_frames < 1:
             raise ConfigError("config keys `chunk_frames` and `generate.batch_frames` must be at least 1")
         check_crops_fit_model(self.face, self.model)
+        check_trained_weights(self.model, self.random_weights)
         if not self.edits and not self.store_latents:
             raise ConfigError("config key `edits`: with no edits (encode only) `store_latents` must be true")
         for key, stage in (("frontend", self.frontend), ("generate", self.generate), ("writer", self.writer),

@@ -22,7 +22,7 @@ from dva.errors import ConfigError, DvaError, StorageError
 from dva.runtime.weights import check_checkpoint
 from dva.pipeline.config import EditJobConfig
 from dva.pipeline.fingerprint import PairFingerprints
-from dva.runtime.config import load_job_config
+from dva.runtime.config import RANDOM_WEIGHTS_WARNING, load_job_config
 from dva.pipeline.edit_resolution import (check_clip_weights, direction_record_uri, has_clip_edits, parse_job_edits,
                                 read_direction_record, write_direction_record)
 from dva.frontend import VideoTask
@@ -63,10 +63,11 @@ def _finalize_pair(cfg: EditJobConfig, uri: str, key: str, video_id: str, edit: 
                                              paste_masker(cfg.model))
         row = ResultRow(uri, video_id, edit, "ok", frames=frames, fps=fps, seconds=time.time() - started,
                         output=target, direction=direction.get("uri"), direction_cached=direction.get("cached"),
-                        fingerprint=fingerprint, faces=",".join(map(str, sorted(faces))))
+                        fingerprint=fingerprint, faces=",".join(map(str, sorted(faces))),
+                        random_weights=cfg.random_weights)
     except Exception as err:  # recorded in the manifest; the job goes on
         row = ResultRow(uri, video_id, edit, "failed", error=f"{type(err).__name__}: {err}",
-                        seconds=time.time() - started)
+                        seconds=time.time() - started, random_weights=cfg.random_weights)
     write_result(cfg.output, row)
     remove_prefix(join(cfg.output, ".work", video_id, edit_id(edit)))
     remove_empty_folder(join(cfg.output, ".work", video_id))  # the video's last pair leaves no folder behind
@@ -101,6 +102,8 @@ def pending_tasks(output: str, videos: Sequence[VideoInput], job_edits: Sequence
 def run_edit_job(cfg: EditJobConfig) -> JobSummary:
     """Run the job over every input not yet done; return counts (also written to the manifest)."""
     started = time.time()
+    if cfg.random_weights:
+        print(f"[dva] warning: {RANDOM_WEIGHTS_WARNING}", flush=True)
     job_edits = parse_job_edits(cfg.edits)  # bad specs fail here, before Ray starts
     check_weight_files({**cfg.model.weight_files("model."), **cfg.face.weight_files("face.")})  # and wrong paths
     if cfg.model.checkpoint:
@@ -148,7 +151,7 @@ def _record(cfg: EditJobConfig, summary: JobSummary, row: dict) -> None:
 def _record_failure(cfg: EditJobConfig, summary: JobSummary, uri: str, video_id: str, edits: Sequence[str],
                     error: str) -> None:
     for e in edits:
-        row = ResultRow(uri, video_id, e, "failed", error=error)
+        row = ResultRow(uri, video_id, e, "failed", error=error, random_weights=cfg.random_weights)
         write_result(cfg.output, row)
         _record(cfg, summary, {"video": row.video, "edit": row.edit, "status": "failed", "error": row.error})
 
@@ -317,7 +320,7 @@ class _PassResults:
         result = ResultRow(row["uri"], vid, "", "ok", frames=int(row["num_frames"]),
                            seconds=time.time() - self.started[vid],
                            output=join(LatentStore(self.cfg.output, vid).root, "meta.json"),
-                           fingerprint=self.tasks[vid]["fingerprints"][""])
+                           fingerprint=self.tasks[vid]["fingerprints"][""], random_weights=self.cfg.random_weights)
         write_result(self.cfg.output, result)
         _record(self.cfg, self.summary, {"video": result.video, "edit": "", "status": "ok", "frames": result.frames,
                                          "output": result.output})

@@ -92,6 +92,14 @@ def _how_counted(faces) -> str:
                      f"{count} video(s)" for how, count in by_how.items())
 
 
+def _random_weights(report: Report, cfg) -> None:
+    """A job that decodes with a UNet of random weights runs (its config asked for it), with a warning."""
+    from dva.runtime.config import RANDOM_WEIGHTS_WARNING
+
+    if cfg.random_weights:
+        report.add(WARN, "random_weights", RANDOM_WEIGHTS_WARNING)
+
+
 def _gflop(model_cfg) -> float:
     from dva.models.unet import count_gflops
 
@@ -124,6 +132,7 @@ def check_edit(cfg, report: Report) -> None:
 
     check_files_exist(report, configured_files(cfg.model, "model") + face_files(cfg.face))
     check_model(report, cfg.model)  # stage B loads all of it, stage A all but the UNet
+    _random_weights(report, cfg)
     landmarker = _landmarker(report, cfg.face)
     videos = _inputs(report, "input", cfg.input)
     writable = check_output(report, "output", cfg.output)
@@ -373,6 +382,7 @@ def check_eval(cfg, report: Report) -> None:
     files = configured_files(cfg.model, "model") + face_files(cfg.face)
     check_files_exist(report, files + ([("lpips_weights", cfg.lpips_weights)] if cfg.lpips_weights else []))
     check_model(report, cfg.model)
+    _random_weights(report, cfg)
     landmarker = _landmarker(report, cfg.face)
     if cfg.lpips_weights:
         check_loads(report, "lpips_weights", lambda: LpipsScorer(cfg.lpips_weights, torch.device("cpu")))

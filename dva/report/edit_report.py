@@ -226,6 +226,22 @@ def _faces_section(output_prefix: str, rows: list[dict]) -> str:
     return "<h2>Faces found</h2>" + "".join(entries) if entries else ""
 
 
+def _random_weights_warning(rows: list[dict], reconstruction: Optional[dict]) -> str:
+    """A banner over the page when any output, or the reconstruction evaluation, was made by a UNet with random
+    weights (`random_weights: true`): such a UNet returns its input, so those results are no edits and no scores."""
+    made = sum(bool(r["random_weights"]) for r in rows)
+    parts = []
+    if made:
+        parts.append(f"{made} of the {len(rows)} manifest row(s) were made with <code>random_weights: true</code>")
+    if reconstruction is not None and reconstruction["model"].get("random_weights"):
+        parts.append("the reconstruction evaluation ran with <code>random_weights: true</code>")
+    if not parts:
+        return ""
+    return (f'<p class="warning">Random weights: {"; ".join(parts)}. A UNet with random weights (no '
+            "<code>model.checkpoint</code>) returns every input unchanged: these outputs are not edits and these "
+            "scores are not a model's (a test, rehearsal or benchmark run).</p>")
+
+
 def _failures_section(rows: list[dict], pairs: dict) -> str:
     failed = [[html.esc(redact(r["video"])), html.esc(r["edit"] or "—"), "edit job",
                f'<span class="error">{html.esc(r["error"])}</span>'] for r in rows if r["status"] == "failed"]
@@ -262,8 +278,8 @@ def write_edit_report(output_prefix: str, report_prefix: Optional[str] = None,
                + _reconstruction_section(summaries.get("reconstruction")))
     videos = [_video_section(folder, output_prefix, list(group), pairs, cosines, network)
               for _, group in itertools.groupby(rows, key=lambda r: r["video_id"])]
-    body = (header + summary + "<h2>Videos</h2>" + "".join(videos) + _faces_section(output_prefix, rows)
-            + _failures_section(rows, pairs))
+    body = (header + _random_weights_warning(rows, summaries.get("reconstruction")) + summary + "<h2>Videos</h2>"
+            + "".join(videos) + _faces_section(output_prefix, rows) + _failures_section(rows, pairs))
     folder.write("index.html", html.page("dva edit report", body).encode())
     return join(folder.prefix, "index.html")
 

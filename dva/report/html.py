@@ -20,6 +20,7 @@ figure img.face { width: 160px; margin-top: .3rem; }
 figcaption { font-size: .8rem; margin-top: .3rem; word-break: break-all; max-width: 320px; }
 .note { color: #555; font-size: .85rem; } .error { color: #a00; white-space: pre-wrap; font-family: monospace; }
 .ok { color: #060; } .failed { color: #a00; }
+.warning { background: #fff3cd; border: 2px solid #c60; padding: .6rem 1rem; font-weight: 600; }
 """
 
 

@@ -73,6 +73,24 @@ def check_crops_fit_model(face: FaceConfig, model: ModelConfig) -> None:
             f"`model.unet.image_size` ({model.unet.image_size}): the aligned crops are the model's input")
 
 
+# What a job with `random_weights: true` says on its console when it starts, and `dva check` as a warning.
+RANDOM_WEIGHTS_WARNING = ("random_weights=true: the UNet has random weights (no `model.checkpoint`); its "
+                          "zero-initialised output layer returns every input unchanged, so the outputs are not edits "
+                          "(for tests, rehearsals and benchmarks)")
+
+
+def check_trained_weights(model: ModelConfig, random_weights: bool) -> None:
+    """A job that decodes with the UNet runs with trained weights (`model.checkpoint`), or with random ones only when
+    its config says `random_weights: true`; never both, never neither. A random-initialised UNet predicts ε ≡ 0, so
+    inversion and decoding return the input: a job without weights would report every edit done and change nothing."""
+    if random_weights and model.checkpoint:
+        raise ConfigError("config key `random_weights`: true, but `model.checkpoint` is set; drop one of them")
+    if not random_weights and not model.checkpoint:
+        raise ConfigError("config key `model.checkpoint`: not set, and a UNet with random weights returns every "
+                          "input unchanged; set it to a trained dva checkpoint (a path or s3:// URI), or pass "
+                          "random_weights=true for a test, rehearsal or benchmark")
+
+
 def preset_name(sources: Sequence, overrides: Sequence[str], key: str, default: str) -> str:
     value = default
     for src in sources:

@@ -40,10 +40,11 @@ SCHEMA = pa.schema(
         ("direction_cached", pa.bool_()),  # clip edits: whether that file came from the cache (not optimised now)
         ("fingerprint", pa.string()),  # the source version, model, settings and edit files the output was made from
         ("faces", pa.string()),  # the face tracks the edit was applied to, e.g. "0,1" (latents/<video>/tracks.json)
+        ("random_weights", pa.bool_()),  # made by a UNet with random weights (`random_weights: true`): not an edit
     ]
 )
 # Columns added after the first release: parts written before them read back with nulls there.
-LATER_COLUMNS = ("direction", "direction_cached", "fingerprint", "faces")
+LATER_COLUMNS = ("direction", "direction_cached", "fingerprint", "faces", "random_weights")
 
 
 def edit_id(edit: str) -> str:
@@ -80,6 +81,7 @@ class ResultRow:
     direction_cached: bool | None = None
     fingerprint: str | None = None
     faces: str | None = None
+    random_weights: bool | None = None
     edit_id: str = field(init=False)
 
     def __post_init__(self):

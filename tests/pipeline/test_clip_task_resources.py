@@ -26,7 +26,7 @@ def ray_with_a_clip_node():
 def test_clip_task_is_submitted_with_its_own_resources(ray_with_a_clip_node, tmp_path, monkeypatch):
     ray = ray_with_a_clip_node
     cfg = load_job_config(EditJobConfig, "local_tiny", [
-        f"input={tmp_path}", f"output={tmp_path / 'out'}", "frontend.num_cpus=0.5",
+        f"input={tmp_path}", f"output={tmp_path / 'out'}", "random_weights=true", "frontend.num_cpus=0.5",
         "clip_task.num_cpus=0.25", "clip_task.resources.clip_node=1"])
 
     def assigned_resources(cfg, task):  # stands in for the optimisation: reports what Ray gave the task

@@ -5,11 +5,12 @@
 on a local Ray on loopback, with videos, weights and outputs in an S3 server. As in the cluster image
 (`cluster/Dockerfile`), dlib and its model package cannot be imported, in the driver or in any Ray worker.
 
-Only the UNet is shrunk, N made small and resources scaled to two cores, through overrides (the Ray head offers the
-places of a GPU pod, the custom resources cluster_gpu's stages ask for); the front end, encoders
-and stages run as configured, on stand-in weight files in the released formats (tests/standin_weights.py). The
-detectors are constructed to report the face box of the sample clips (a still head, so the box is known), so every
-stage, the UNet included, does real work; the landmark networks are random, so the crops are not faces.
+Only the UNet is shrunk (with random weights, asked for: `random_weights=true`), N made small and resources scaled
+to two cores, through overrides (the Ray head offers the places of a GPU pod, the custom resources cluster_gpu's
+stages ask for); the front end, encoders and stages run as configured, on stand-in weight files in the released
+formats (tests/standin_weights.py). The detectors are constructed to report the face box of the sample clips (a still
+head, so the box is known), so every stage, the UNet included, does real work; the landmark networks are random, so
+the crops are not faces.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def rehearsal(s3_server, tmp_path_factory):
            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
 
     standins = StandIns(work / "weights", face_box=_face_box(), frame_hw=FRAME_HW)
-    edit = load_job_config(EditJobConfig, "cluster_gpu", ["input=x", "output=y"])
+    edit = load_job_config(EditJobConfig, "cluster_gpu", ["input=x", "output=y", "random_weights=true"])
     preprocess = load_preprocess_config("cluster", ["input=x", "output=y"])
     train = load_train_config("dva256_8gpu", ["data.path=x", "storage_path=y"])
     overrides = []
@@ -172,7 +173,7 @@ def test_cluster_presets_edit_preprocess_and_train_without_dlib(rehearsal):
     face_on_cpu = f"face.{rehearsal['edit'].face.backend}.device=cpu"
     logs.append(_run("edit", "cluster_gpu", [
         f"input={bucket}/videos/", f"output={edit_out}", "steps=3", "progress=false", *SMALL_UNET,
-        *_only(("model.", "face."), weights),
+        "random_weights=true", *_only(("model.", "face."), weights),
         "frontend.actors=1", "frontend.min_actors=1", "frontend.num_cpus=0.5", "frontend.num_gpus=0",
         face_on_cpu, "generate.actors=1", "generate.min_actors=1", "generate.num_cpus=0.5", "generate.num_gpus=0",
         "generate.compile=false",  # inductor on CPU would compile for minutes; the GPU path is what it is for
@@ -180,7 +181,8 @@ def test_cluster_presets_edit_preprocess_and_train_without_dlib(rehearsal):
     ], env))
     manifest = read_manifest(edit_out).to_pylist()
     assert sorted(r["video"].rsplit("/", 1)[-1] for r in manifest) == sorted(CLIPS), logs[-1]
-    assert all(r["status"] == "ok" for r in manifest), (manifest, logs[-1])
+    assert all(r["status"] == "ok" and r["random_weights"] for r in manifest), (manifest, logs[-1])
+    assert "[dva] warning: random_weights=true" in logs[-1]
     for row in manifest:
         assert row["frames"] == CLIPS[row["video"].rsplit("/", 1)[-1]][1]
 

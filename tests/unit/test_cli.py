@@ -29,10 +29,11 @@ def command_lines(tmp: Path, missing: str) -> dict[str, tuple[str, list[str], li
     inputs.mkdir(exist_ok=True)
     (inputs / "a.mp4").write_bytes(b"never decoded")
     job = [f"input={inputs}", f"output={out}"]
+    untrained = [*job, "random_weights=true"]  # a job that decodes with the UNet, without a checkpoint
     return {
-        "edit": ("dva edit", job, [*job, f"model.checkpoint={missing}"]),
-        "encode": ("dva encode", job, [*job, f"model.checkpoint={missing}"]),
-        "eval": ("dva eval", job, [f"input={missing}", f"output={out}"]),
+        "edit": ("dva edit", untrained, [*job, f"model.checkpoint={missing}"]),
+        "encode": ("dva encode", untrained, [*job, f"model.checkpoint={missing}"]),
+        "eval": ("dva eval", untrained, [f"input={missing}", f"output={out}", "random_weights=true"]),
         "report": ("dva report", [str(out)], [missing]),  # no config: the bad key is an unknown argument
         "preprocess": ("dva preprocess", job, [f"input={missing}", f"output={out}"]),
         "train": ("dva train", [f"data.path={inputs}", f"storage_path={out}"],
@@ -40,7 +41,7 @@ def command_lines(tmp: Path, missing: str) -> dict[str, tuple[str, list[str], li
         "train-classifier": ("dva train-classifier", [f"images={inputs}", f"annotations={inputs}/a.txt",
                                                       f"output={out}/c.safetensors"],
                              [f"images={inputs}", f"annotations={missing}", f"output={out}/c.safetensors"]),
-        "check": ("dva check edit", ["edit", *job], ["edit", *job, f"model.checkpoint={missing}"]),
+        "check": ("dva check edit", ["edit", *untrained], ["edit", *job, f"model.checkpoint={missing}"]),
         "face-crop": ("dva face-crop", [str(inputs / "a.mp4"), str(out)], [missing, str(out)]),
         "convert-reference": ("dva convert-reference", ["--ckpt", str(inputs / "a.mp4"), "--out", f"{out}/m.safetensors"],
                               ["--ckpt", missing, "--out", f"{out}/m.safetensors"]),
@@ -83,6 +84,24 @@ def test_a_missing_file_is_one_redacted_error_line_and_exit_code_2(name, where, 
     assert code == EXIT_USAGE
     line = one_error_line(err, prog)
     assert named.rsplit("/", 1)[0] in line, line  # the file (or its folder, for those that name the folder)
+
+
+@pytest.mark.parametrize("argv, prog", [
+    (["edit"], "dva edit"), (["encode"], "dva encode"), (["edit", "--dry-run"], "dva edit --dry-run"),
+    (["check", "edit"], "dva check edit"), (["check", "edit", "--config", "cluster_gpu"], "dva check edit"),
+    (["eval"], "dva eval"), (["eval", "--config", "gpu"], "dva eval"), (["check", "eval"], "dva check eval")])
+def test_a_job_that_decodes_with_the_unet_refuses_to_start_without_trained_weights(argv, prog, tmp_path, capsys):
+    """A UNet with random weights returns its input (zero-initialised output layer): without `model.checkpoint` an
+    edit would change nothing and report ok. The job, its check and its dry run refuse, at load; random weights are
+    run only when asked for, and never beside a checkpoint."""
+    paths = [f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}"]
+    assert dva([*argv, *paths]) == EXIT_USAGE
+    out, err = capsys.readouterr()
+    line = one_error_line(err, prog)
+    assert "config key `model.checkpoint`: not set" in line and "random_weights=true" in line, line
+    assert "[dva check]" not in out  # nothing was checked or started
+    assert dva([*argv, *paths, "random_weights=true", f"model.checkpoint={tmp_path / 'm.safetensors'}"]) == EXIT_USAGE
+    assert "config key `random_weights`: true, but `model.checkpoint` is set" in capsys.readouterr().err
 
 
 def test_help_is_exit_code_0(capsys):
@@ -129,11 +148,19 @@ def test_an_edit_job_with_one_corrupt_video_exits_0_and_leaves_no_ray(tmp_path, 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert not ray.is_initialized()
     assert dva(["edit", "--config", "local_tiny", f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}",
-                "steps=3", "chunk_frames=2", "generate.batch_frames=4", "progress=false"]) == EXIT_OK
+                "steps=3", "chunk_frames=2", "generate.batch_frames=4", "progress=false",
+                "random_weights=true"]) == EXIT_OK
     assert not ray.is_initialized()  # the Ray the command started is shut down
     rows = {Path(r["video"]).name: r for r in read_manifest(str(tmp_path / "out")).to_pylist()}
     assert rows["good.mp4"]["status"] == "ok" and rows["corrupt.mp4"]["status"] == "failed"
-    assert rows["corrupt.mp4"]["error"] and "1 ok, 1 failed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert rows["corrupt.mp4"]["error"] and "1 ok, 1 failed" in out
+    # Random weights, asked for: said on the console at start, in every manifest row and on the report's page.
+    assert out.startswith("[dva] warning: random_weights=true: the UNet has random weights")
+    assert all(row["random_weights"] is True for row in rows.values())
+    assert dva(["report", str(tmp_path / "out")]) == EXIT_OK
+    page = (tmp_path / "out" / "report" / "index.html").read_text()
+    assert '<p class="warning">Random weights: 2 of the 2 manifest row(s) were made with' in page
 
 
 def run_python(*argv: str) -> subprocess.CompletedProcess:

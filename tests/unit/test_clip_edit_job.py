@@ -20,8 +20,8 @@ def job(tmp_path, *overrides):
     inputs = tmp_path / "in"
     inputs.mkdir(exist_ok=True)
     (inputs / "a.mp4").write_bytes(b"never decoded: the job stops before Ray")
-    return load_job_config(EditJobConfig, "local_tiny", [f"input={inputs}", f"output={tmp_path / 'out'}",
-                                                         *overrides])
+    return load_job_config(EditJobConfig, "local_tiny", ["random_weights=true", f"input={inputs}",
+                                                         f"output={tmp_path / 'out'}", *overrides])
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ def test_a_clip_edit_listed_only_in_an_input_manifest_is_checked_too(tmp_path, n
 def test_edit_arguments_add_specs_as_written(tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
-    base = [f"input={inputs}", f"output={tmp_path / 'out'}"]
+    base = [f"input={inputs}", f"output={tmp_path / 'out'}", "random_weights=true"]
     cfg = edit_job.job_config_from_arguments("local_tiny",
                                              [*base, f"edit={SPEC}", "edit=classifier:Smiling:1.5,Young:-1"])
     assert cfg.edits == parse_job_edits([SPEC, "classifier:Smiling:1.5,Young:-1"])

@@ -59,7 +59,7 @@ def test_malformed_override():
 
 
 def test_faces_match_min_cosine_is_a_cosine(tmp_path):
-    paths = [f"input={tmp_path}", f"output={tmp_path / 'out'}"]
+    paths = ["random_weights=true", f"input={tmp_path}", f"output={tmp_path / 'out'}"]
     assert load_job_config(EditJobConfig, "local_tiny", paths).faces_match_min_cosine == 0.5
     lowest = load_job_config(EditJobConfig, "local_tiny", [*paths, "faces_match_min_cosine=-1"])
     assert lowest.faces_match_min_cosine == -1

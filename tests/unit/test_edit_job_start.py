@@ -26,8 +26,8 @@ def job(tmp_path, monkeypatch):
     (inputs / "a.mp4").write_bytes(b"not decoded: the pipeline pass is replaced")
 
     def make(*overrides):
-        return load_job_config(EditJobConfig, "local_tiny", [f"input={inputs}", f"output={tmp_path / 'out'}",
-                                                             *overrides])
+        return load_job_config(EditJobConfig, "local_tiny", ["random_weights=true", f"input={inputs}",
+                                                             f"output={tmp_path / 'out'}", *overrides])
     return make, passes
 
 
@@ -103,8 +103,9 @@ def test_a_bad_weight_file_is_one_error_before_ray_starts(tmp_path, key, make):
     inputs.mkdir()
     (inputs / "a.mp4").write_bytes(b"never decoded")
     weights = make(tmp_path)
+    untrained = [] if key == "model.checkpoint" else ["random_weights=true"]
     proc = subprocess.run([sys.executable, "-m", "dva.cli", "edit", "--config", "local_tiny", f"input={inputs}",
-                           f"output={tmp_path / 'out'}", f"{key}={weights}", "progress=false"],
+                           f"output={tmp_path / 'out'}", f"{key}={weights}", "progress=false", *untrained],
                           capture_output=True, text=True, timeout=120, env={**os.environ, "RAY_ADDRESS": ""})
     assert proc.returncode == 2
     assert proc.stderr.startswith("dva edit: error: ") and proc.stderr.count("error:") == 1, proc.stderr

@@ -37,7 +37,8 @@ def meta_model(monkeypatch):
 
 
 def test_identity_references_are_encoded_on_the_models_device(meta_model, dlib_landmarker, sample_clip, tmp_path):
-    cfg = load_job_config(EditJobConfig, "local_tiny", [f"input={tmp_path}", f"output={tmp_path / 'out'}"])
+    cfg = load_job_config(EditJobConfig, "local_tiny", ["random_weights=true", f"input={tmp_path}",
+                                                        f"output={tmp_path / 'out'}"])
     resolver = EditResolver(meta_model, cfg, dlib_landmarker)
     photo = tmp_path / "grace.png"
     cv2.imwrite(str(photo), cv2.cvtColor(load_photo("grace_hopper"), cv2.COLOR_RGB2BGR))

@@ -23,6 +23,7 @@ from dva.models.config import ModelConfig
 from dva.frontend import tracks_summary
 from dva.latents import LatentKey, LatentStore
 from dva.runtime.eval_results import eval_prefix, read_summary, read_table
+from dva.runtime.eval_results import write_summary as write_eval_summary
 from dva.runtime.manifest import ResultRow, output_uri, write_result
 from dva.crops import crops_to_tensor
 from dva.report import write_edit_report
@@ -81,6 +82,7 @@ def test_reconstruction_error_falls_as_the_number_of_steps_grows(sample_clip, dl
     assert ssim[0] < ssim[1] < ssim[2] and ssim[2] > 0.9, ssim
     assert psnr[0] < psnr[1] < psnr[2], psnr
     assert summary["error_falls_with_steps"] is True and summary["steps"] == [5, 10, 20]
+    assert summary["model"]["random_weights"] is False
     assert summary["ms_ssim_scales"] == 1 and by_n["5"]["ms_ssim"] == pytest.approx(by_n["5"]["ssim"])
     assert all(0 < by_n[n]["ssim_zero_padded"] <= 1 and by_n[n]["ssim_zero_padded"] != by_n[n]["ssim"] for n in by_n)
     assert by_n["5"]["lpips"] is None and "lpips_weights" in summary["lpips_skipped"]
@@ -147,9 +149,35 @@ def test_report_shows_the_authors_ssim_in_the_papers_column():
     assert paper_row["SSIM ↑"] == "0.922" and paper_row["SSIM valid ↑"] == "—"
 
 
+def test_the_report_warns_of_outputs_and_scores_made_with_random_weights(tmp_path):
+    def page(out: str) -> str:
+        with open_file(write_edit_report(out)) as f:
+            return f.read().decode()
+
+    trained, untrained = str(tmp_path / "trained"), str(tmp_path / "untrained")
+    for out, flag in ((trained, False), (untrained, True)):  # encode-only rows: the report reads no video
+        write_result(out, ResultRow("/in/a.mp4", make_video_id("/in/a.mp4"), "", "ok", frames=4, random_weights=flag))
+    write_result(untrained, ResultRow("/in/b.mp4", make_video_id("/in/b.mp4"), "", "ok", frames=4))  # an older row
+    assert 'class="warning"' not in page(trained)
+    banner = page(untrained).split('<p class="warning">', 1)[1].split("</p>", 1)[0]
+    assert banner.startswith("Random weights: 1 of the 2 manifest row(s)") and "not edits" in banner
+    write_eval_summary(eval_prefix(trained, "reconstruction"), {
+        "mode": "reconstruction", "by_steps": {"20": {"ssim": 0.5, "ms_ssim": 0.75, "lpips": None, "mse": 0.01,
+                                                      "psnr": 20.0, "frames": 8}},
+        "model": {"name": "tiny", "image_size": 32, "random_weights": True}, "ms_ssim_scales": 2,
+        "error_falls_with_steps": False})
+    banner = page(trained).split('<p class="warning">', 1)[1].split("</p>", 1)[0]
+    assert "the reconstruction evaluation ran with <code>random_weights: true</code>" in banner
+    assert "manifest row" not in banner
+
+
 def test_configured_but_unusable_lpips_stops_the_run_up_front(tmp_path):
     with pytest.raises(DvaError, match="lpips"):
         LpipsScorer(str(tmp_path / "missing.pth"), torch.device("cpu"))
+
+
+# A reconstruction run of these config tests: no checkpoint, so random weights (said explicitly).
+RECONSTRUCTION = ["random_weights=true", "input=clips/", "output=out/"]
 
 
 @pytest.mark.parametrize("override, key", [
@@ -157,18 +185,18 @@ def test_configured_but_unusable_lpips_stops_the_run_up_front(tmp_path):
     ("face.align.crop_size=64", "face.align.crop_size"), ("output=", "output")])
 def test_bad_eval_config_names_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        load_eval_config("local_tiny", ["input=clips/", "output=out/", override])
+        load_eval_config("local_tiny", [*RECONSTRUCTION, override])
 
 
 def test_methods_to_compare_are_parsed_and_checked():
-    cfg = load_eval_config("local_tiny", ["input=clips/", "output=out/", "methods=[ddim,fixed_point,fixed_point:3]",
+    cfg = load_eval_config("local_tiny", [*RECONSTRUCTION, "methods=[ddim,fixed_point,fixed_point:3]",
                                           "inversion.iterations=4"])
     assert [c.label for c in cfg.inversions] == ["ddim", "fixed_point×4", "fixed_point×3"]
-    assert [c.label for c in load_eval_config("local_tiny", ["input=a", "output=b"]).inversions] == ["ddim"]
+    assert [c.label for c in load_eval_config("local_tiny", RECONSTRUCTION).inversions] == ["ddim"]
     for methods, key in (("[ddim,exact]", r"methods\[1\]\.method"), ("[fixed_point:0]", r"methods\[0\]\.iterations"),
                          ("[fixed_point:x]", r"methods\[0\]"), ("[ddim,ddim]", "methods")):
         with pytest.raises(ConfigError, match=key):
-            load_eval_config("local_tiny", ["input=a", "output=b", f"methods={methods}"])
+            load_eval_config("local_tiny", [*RECONSTRUCTION, f"methods={methods}"])
     with pytest.raises(ConfigError, match="identity_target"):
         load_eval_config("local_tiny", ["mode=edit", "input=a", "identity_target=b.mp4"])
 
@@ -176,6 +204,7 @@ def test_methods_to_compare_are_parsed_and_checked():
 def test_edit_mode_defaults_its_output_to_the_edit_run():
     cfg = load_eval_config("local_tiny", ["mode=edit", "input=s3://bucket/edits"])
     assert cfg.output_prefix == "s3://bucket/edits" and cfg.crop_size_for_identity == 160
+    assert cfg.model.checkpoint is None and not cfg.random_weights  # it scores videos: no UNet, no weights needed
 
 
 def _copy(src: str, dst: str) -> None:

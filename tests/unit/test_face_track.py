@@ -152,11 +152,12 @@ def test_a_front_end_on_cuda_needs_a_gpu_share_for_its_stage():
     from dva.train.config import PreprocessJobConfig
 
     base = ["input=s3://b/in/", "output=s3://b/out/"]
-    edit = load_job_config(EditJobConfig, "cluster_gpu", base)
+    trained = [*base, "model.checkpoint=s3://b/dva256.safetensors"]  # the edit job's UNet weights
+    edit = load_job_config(EditJobConfig, "cluster_gpu", trained)
     assert edit.face.track.detect_every > 1 and edit.face.fan.device == "cuda" and edit.frontend.num_gpus > 0
     with pytest.raises(ConfigError, match=r"`face\.fan\.device`.*frontend\.num_gpus"):
-        load_job_config(EditJobConfig, "cluster_gpu", [*base, "frontend.num_gpus=0"])
-    assert load_job_config(EditJobConfig, "cluster_gpu", [*base, "frontend.num_gpus=0", "face.fan.device=cpu"])
+        load_job_config(EditJobConfig, "cluster_gpu", [*trained, "frontend.num_gpus=0"])
+    assert load_job_config(EditJobConfig, "cluster_gpu", [*trained, "frontend.num_gpus=0", "face.fan.device=cpu"])
     with pytest.raises(ConfigError, match=r"`face\.fan\.device`.*frontend\.num_gpus"):
         load_job_config(PreprocessJobConfig, "cluster", [*base, "face.fan.device=cuda"], group="preprocess")
     with pytest.raises(ConfigError, match=r"`fan\.device`"):

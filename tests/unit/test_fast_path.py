@@ -100,7 +100,8 @@ def test_generate_stage_compiles_the_unet_only_when_configured():
     from dva.pipeline.stages import GenerateStage
 
     def unet(compile_: bool):
-        cfg = load_job_config(EditJobConfig, "local_tiny", ["input=in", "output=out", f"generate.compile={compile_}"])
+        cfg = load_job_config(EditJobConfig, "local_tiny", ["random_weights=true", "input=in", "output=out",
+                                                             f"generate.compile={compile_}"])
         return GenerateStage(cfg).model.unet
 
     assert isinstance(unet(True), torch._dynamo.eval_frame.OptimizedModule)

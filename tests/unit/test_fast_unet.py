@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _job(*overrides: str) -> EditJobConfig:
-    return load_job_config(EditJobConfig, "local_tiny", ["input=in", "output=out", *overrides])
+    return load_job_config(EditJobConfig, "local_tiny", ["random_weights=true", "input=in", "output=out", *overrides])
 
 
 @pytest.mark.parametrize("override, key", [

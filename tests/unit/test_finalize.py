@@ -175,8 +175,9 @@ def test_stage_c_pastes_inside_the_face_parsers_paste_classes(tmp_path):
     the edit where the parser's paste classes are on the original crop, not inside the landmark hull."""
     weights = write_bisenet(tmp_path / "79999_iter.pth")
     parser_cfg = EncoderConfig(kind="reference_bisenet", weights=str(weights))
-    cfg = load_job_config(EditJobConfig, "local_tiny", [f"output={tmp_path / 'out'}", "input=unused/",
-                                                         "face.mask.dilate_px=0", "face.mask.blur_px=0"])
+    cfg = load_job_config(EditJobConfig, "local_tiny", ["random_weights=true", f"output={tmp_path / 'out'}",
+                                                         "input=unused/", "face.mask.dilate_px=0",
+                                                         "face.mask.blur_px=0"])
     assert paste_masker(cfg.model) is None  # no parser: the hull
     cfg = replace(cfg, model=replace(cfg.model, face_parser=parser_cfg))
     source = write_source(str(tmp_path / "face.mp4"), [Fraction(i, 30) for i in range(3)])

@@ -93,7 +93,8 @@ def _job(*overrides):
     from dva.pipeline.config import EditJobConfig
     from dva.runtime.config import load_job_config
 
-    return load_job_config(EditJobConfig, "local_tiny", ["input=/in", "output=/out", *overrides])
+    return load_job_config(EditJobConfig, "local_tiny", ["random_weights=true", "input=/in", "output=/out",
+                                                         *overrides])
 
 
 def test_edit_job_reads_and_validates_the_inversion_setting():
@@ -118,7 +119,8 @@ def test_stored_latents_are_keyed_by_the_inversion_method_and_its_settings():
 def test_eval_reads_and_validates_the_inversion_setting(tmp_path):
     from dva.evaluation.config import load_eval_config
 
-    cfg = load_eval_config("local_tiny", [f"input={tmp_path}", f"output={tmp_path}", "inversion.method=fixed_point"])
+    paths = ["random_weights=true", f"input={tmp_path}", f"output={tmp_path}"]
+    cfg = load_eval_config("local_tiny", [*paths, "inversion.method=fixed_point"])
     assert cfg.inversion.label == "fixed_point×2"
     with pytest.raises(ConfigError, match=r"inversion\.method"):
-        load_eval_config("local_tiny", [f"input={tmp_path}", f"output={tmp_path}", "inversion.method=exact"])
+        load_eval_config("local_tiny", [*paths, "inversion.method=exact"])

@@ -16,8 +16,8 @@ from dva.train.config import load_preprocess_config, load_train_config
 
 
 def edit(tmp_path, *overrides):
-    return load_job_config(EditJobConfig, "local_tiny", [f"input={tmp_path}", f"output={tmp_path / 'out'}",
-                                                         *overrides])
+    return load_job_config(EditJobConfig, "local_tiny", ["random_weights=true", f"input={tmp_path}",
+                                                         f"output={tmp_path / 'out'}", *overrides])
 
 
 def train(tmp_path, *overrides):
@@ -25,7 +25,8 @@ def train(tmp_path, *overrides):
 
 
 def evaluation(tmp_path, *overrides):
-    return load_eval_config("local_tiny", [f"input={tmp_path}", f"output={tmp_path / 'out'}", *overrides])
+    return load_eval_config("local_tiny", ["random_weights=true", f"input={tmp_path}", f"output={tmp_path / 'out'}",
+                                           *overrides])
 
 
 def preprocess(tmp_path, *overrides):

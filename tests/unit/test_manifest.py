@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dva.runtime.manifest import (
+    LATER_COLUMNS,
     SCHEMA,
     ResultRow,
     completed,
@@ -126,15 +127,15 @@ def test_edit_ids_are_safe_distinct_and_stable():
     assert output_uri("s3://b/out", "a b/c.mp4", "reconstruct") == "s3://b/out/videos/a b/c.mp4/reconstruct.mp4"
 
 
-def test_parts_written_before_the_direction_columns_still_read(storage_root):
-    old_schema = pa.schema([f for f in SCHEMA if f.name not in ("direction", "direction_cached")])
+def test_parts_written_before_the_later_columns_still_read(storage_root):
+    old_schema = pa.schema([f for f in SCHEMA if f.name not in LATER_COLUMNS])
     row = {k: v for k, v in vars(_row("s3://in/old.mp4", "reconstruct")).items() if k in old_schema.names}
     sink = pa.BufferOutputStream()
     pq.write_table(pa.Table.from_pylist([row], schema=old_schema), sink)
     write_bytes_atomic(join(storage_root, "manifest", "parts", "old-reconstruct.parquet"), sink.getvalue().to_pybytes())
     write_result(storage_root, _row("s3://in/new.mp4", 'clip:"face":"old face":1', direction="s3://d/x.safetensors",
-                                    direction_cached=True))
+                                    direction_cached=True, random_weights=True))
     rows = {r["video"]: r for r in read_manifest(storage_root).to_pylist()}
-    assert rows["s3://in/old.mp4"]["direction"] is None and rows["s3://in/old.mp4"]["direction_cached"] is None
+    assert all(rows["s3://in/old.mp4"][name] is None for name in LATER_COLUMNS)
     assert rows["s3://in/new.mp4"]["direction"] == "s3://d/x.safetensors"
-    assert rows["s3://in/new.mp4"]["direction_cached"] is True
+    assert rows["s3://in/new.mp4"]["direction_cached"] is True and rows["s3://in/new.mp4"]["random_weights"] is True

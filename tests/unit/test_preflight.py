@@ -13,6 +13,7 @@ from dva.preflight import gpu_rates
 from dva.runtime.cli import EXIT_CHECK_FAILED, EXIT_USAGE
 
 TINY = ["--config", "local_tiny"]
+TINY_RANDOM = [*TINY, "random_weights=true"]  # no checkpoint: a UNet with random weights, asked for explicitly
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:
@@ -68,7 +69,7 @@ def test_missing_weight_files_are_all_listed_with_their_config_keys(capsys, two_
                                               ("scrfd", "face.insightface.detector_weights")])
 def test_an_unset_face_weight_names_the_key_of_the_job(capsys, two_clips, tmp_path, face_preset, key):
     """As the cluster presets ship: the face back end's files unset. The fix named is the job's own key."""
-    code, out, _ = run(capsys, "check", "edit", *TINY, f"input={two_clips}", f"output={tmp_path / 'out'}",
+    code, out, _ = run(capsys, "check", "edit", *TINY_RANDOM, f"input={two_clips}", f"output={tmp_path / 'out'}",
                        f"face_preset={face_preset}")
     assert code == EXIT_CHECK_FAILED
     (failed,) = failures(out)
@@ -81,7 +82,7 @@ def test_a_preset_that_cannot_be_built_is_a_failed_check_naming_the_key(capsys, 
 
     # What `fan_landmarks` did before its module existed: a registry entry whose module is not there.
     monkeypatch.setitem(encoders._REGISTRY, "not_written_yet", "dva.models.not_written_yet:build")
-    code, out, _ = run(capsys, "check", "edit", *TINY, f"input={two_clips}", f"output={tmp_path / 'out'}",
+    code, out, _ = run(capsys, "check", "edit", *TINY_RANDOM, f"input={two_clips}", f"output={tmp_path / 'out'}",
                        "model.landmark_encoder.kind=not_written_yet")
     assert code == EXIT_CHECK_FAILED
     (failed,) = failures(out)
@@ -94,7 +95,7 @@ def test_an_unreadable_input_prefix_is_named(capsys, request, tmp_path, where):
     source = str(tmp_path / "no-videos-here") if where == "local" else "s3://no-such-bucket-dva/videos"
     if where == "s3":
         request.getfixturevalue("s3_server")
-    code, out, _ = run(capsys, "edit", "--dry-run", *TINY, f"input={source}", f"output={tmp_path / 'out'}")
+    code, out, _ = run(capsys, "edit", "--dry-run", *TINY_RANDOM, f"input={source}", f"output={tmp_path / 'out'}")
     assert code == EXIT_CHECK_FAILED
     (failed,) = failures(out)
     assert failed.startswith("input:") and source in failed
@@ -103,7 +104,7 @@ def test_an_unreadable_input_prefix_is_named(capsys, request, tmp_path, where):
 def test_an_unwritable_local_output_is_named(capsys, two_clips, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    code, out, _ = run(capsys, "check", "edit", *TINY, f"input={two_clips}", f"output={blocker}/out")
+    code, out, _ = run(capsys, "check", "edit", *TINY_RANDOM, f"input={two_clips}", f"output={blocker}/out")
     assert code == EXIT_CHECK_FAILED
     (failed,) = failures(out)
     assert failed.startswith("output:") and f"{blocker}/out" in failed
@@ -115,7 +116,7 @@ def test_a_read_only_output_folder_is_named(capsys, two_clips, tmp_path):
     locked.mkdir()
     locked.chmod(0o555)
     try:
-        code, out, _ = run(capsys, "check", "edit", *TINY, f"input={two_clips}", f"output={locked}")
+        code, out, _ = run(capsys, "check", "edit", *TINY_RANDOM, f"input={two_clips}", f"output={locked}")
     finally:
         locked.chmod(0o755)
     assert code == EXIT_CHECK_FAILED
@@ -124,7 +125,8 @@ def test_a_read_only_output_folder_is_named(capsys, two_clips, tmp_path):
 
 
 def test_an_output_bucket_that_does_not_exist_is_named(capsys, s3_server, two_clips):
-    code, out, _ = run(capsys, "check", "edit", *TINY, f"input={two_clips}", "output=s3://no-such-bucket-dva/out")
+    code, out, _ = run(capsys, "check", "edit", *TINY_RANDOM, f"input={two_clips}",
+                       "output=s3://no-such-bucket-dva/out")
     assert code == EXIT_CHECK_FAILED
     (failed,) = failures(out)
     assert failed.startswith("output:") and "s3://no-such-bucket-dva/out" in failed
@@ -153,7 +155,7 @@ def test_a_passing_check_prints_the_plan(capsys, two_clips, tmp_path):
     from dva.storage import file_stamp
 
     out_dir = str(tmp_path / "out")
-    overrides = [f"input={two_clips}", f"output={out_dir}", "model.checkpoint=null"]
+    overrides = [f"input={two_clips}", f"output={out_dir}", "random_weights=true"]
     done, todo = discover_inputs(str(two_clips))
     finished = output_uri(out_dir, done.key, "reconstruct")  # as the job leaves a finished pair: video, then row
     os.makedirs(os.path.dirname(finished))
@@ -169,6 +171,8 @@ def test_a_passing_check_prints_the_plan(capsys, two_clips, tmp_path):
     assert code == 0, out
     assert "every check passed" in out
     assert "--- resolved config" in out and "model_preset: tiny" in out
+    status, detail = checks(out)["random_weights"]  # asked for, so it runs, and the check says what it means
+    assert status == "warn" and "the UNet has random weights" in detail and "not edits" in detail
     plan = dict(line.strip().split("  ", 1) for line in out.split("--- plan ---")[1].splitlines()[1:]
                 if line.startswith("  "))
     frames = probe(todo.uri).num_frames
@@ -212,7 +216,7 @@ def test_a_checkpoint_is_checked_from_its_header(capsys, tmp_path, tiny_model):
 
 
 def test_local_resources_that_can_never_be_placed_fail(capsys, two_clips, tmp_path):
-    code, out, _ = run(capsys, "check", "edit", *TINY, f"input={two_clips}", f"output={tmp_path / 'out'}",
+    code, out, _ = run(capsys, "check", "edit", *TINY_RANDOM, f"input={two_clips}", f"output={tmp_path / 'out'}",
                        "generate.num_gpus=64")
     assert code == EXIT_CHECK_FAILED
     (failed,) = failures(out)
@@ -246,7 +250,7 @@ def test_the_ray_job_entrypoints_take_dry_run(tmp_path):
 
     repo = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "jobs/edit.py", "--dry-run", "--config", "local_tiny",
+    done = subprocess.run([sys.executable, "jobs/edit.py", "--dry-run", *TINY_RANDOM,
                            f"input={tmp_path / 'missing'}", f"output={tmp_path / 'out'}"], cwd=repo, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == EXIT_CHECK_FAILED, done.stderr
@@ -338,7 +342,7 @@ def test_credentials_in_the_config_are_never_printed(capsys, s3_server, tmp_path
 
 
 def test_the_files_of_the_edits_still_to_do_are_checked(capsys, tmp_path, two_clips):
-    code, out, _ = run(capsys, "check", "edit", *TINY, f"input={two_clips}", f"output={tmp_path / 'out'}",
+    code, out, _ = run(capsys, "check", "edit", *TINY_RANDOM, f"input={two_clips}", f"output={tmp_path / 'out'}",
                        "edit=classifier:Smiling:1.5", 'edit=clip:"face":"face with beard":0.5',
                        f"edit=identity:{tmp_path / 'nobody.png'}")
     assert code == EXIT_CHECK_FAILED

@@ -22,6 +22,8 @@ from dva.frontend import VideoTask, encode_face_codes, find_faces, prepare_video
 from dva.video import iter_frames
 from dva.video.decode import stack_chunks
 
+UNUSED_PATHS = ["random_weights=true", "input=unused", "output=unused"]  # stage A runs no UNet
+
 
 class EveryFace:
     """The edit plan of these tests: every edit addresses every face and decodes with the face's own mean z_id."""
@@ -38,7 +40,7 @@ class EveryFace:
 
 
 def test_held_frames_are_left_out_of_the_mean_z_id_and_the_chunks(sample_clip, tmp_path):
-    cfg = load_job_config(EditJobConfig, "local_tiny", ["input=unused", "output=unused"])
+    cfg = load_job_config(EditJobConfig, "local_tiny", UNUSED_PATHS)
     uri = sample_clip("astronaut", frames=8, face_range=(2, 7))  # frames 0, 1 and 7 show no face
     model = load_model(cfg.model, with_unet=False)
     plan = EveryFace()
@@ -60,7 +62,7 @@ def test_held_frames_are_left_out_of_the_mean_z_id_and_the_chunks(sample_clip, t
 
 
 def test_a_crash_after_the_new_track_never_mixes_it_with_the_old_x_T(sample_clip, tmp_path, monkeypatch):
-    cfg = load_job_config(EditJobConfig, "local_tiny", ["input=unused", "output=unused"])
+    cfg = load_job_config(EditJobConfig, "local_tiny", UNUSED_PATHS)
     uri = sample_clip("astronaut", frames=4)
     model = load_model(cfg.model, with_unet=False)
     landmarker = build_landmarker(cfg.face)
@@ -79,7 +81,7 @@ def test_a_crash_after_the_new_track_never_mixes_it_with_the_old_x_T(sample_clip
     assert all(r["has_x_T"] for r in prepare(cfg.face))  # reused as it is
 
     # A job with other face settings (or keeping no latents) writes a new track, then dies before the rest.
-    other = load_job_config(EditJobConfig, "local_tiny", ["input=unused", "output=unused", "face.align.sigma_axes=0"])
+    other = load_job_config(EditJobConfig, "local_tiny", [*UNUSED_PATHS, "face.align.sigma_axes=0"])
 
     def crash(*args):
         raise OSError("killed")
@@ -96,7 +98,7 @@ def test_a_crash_after_the_new_track_never_mixes_it_with_the_old_x_T(sample_clip
 def test_each_person_is_its_own_track_over_their_own_frames(sample_clip, tmp_path):
     """Two people, the second entering halfway: two tracks with their own frame ranges, mean z_id and chunks; an
     edit that addresses one face makes chunks of that face only."""
-    cfg = load_job_config(EditJobConfig, "local_tiny", ["input=unused", "output=unused"])
+    cfg = load_job_config(EditJobConfig, "local_tiny", UNUSED_PATHS)
     uri = sample_clip(("astronaut", "grace_hopper"), frames=12, size=(480, 360), face_range=[None, (6, 12)])
     model = load_model(cfg.model, with_unet=False)
     landmarker = build_landmarker(cfg.face)
@@ -136,7 +138,7 @@ def test_a_tracks_codes_are_those_of_the_whole_video_encoded_in_chunks(sample_cl
     """Pass 2 encodes a track's face frames in the batches a whole-video encode would use (filled with its HELD
     crops), so a one-face video's codes, and with them its x_T and output bytes, do not change with the track's
     span (z_id differed in its last bits with batches that started at the first face frame)."""
-    cfg = load_job_config(EditJobConfig, "local_tiny", ["input=unused", "output=unused"])
+    cfg = load_job_config(EditJobConfig, "local_tiny", UNUSED_PATHS)
     uri = sample_clip("astronaut", frames=12, face_range=(3, 10))
     model = load_model(cfg.model, with_unet=False)
     track = align_video(uri, build_landmarker(cfg.face), cfg.face)
@@ -151,7 +153,7 @@ def test_a_tracks_codes_are_those_of_the_whole_video_encoded_in_chunks(sample_cl
 def test_a_person_who_leaves_and_comes_back_is_joined_again_by_identity(sample_clip, monkeypatch):
     """Two tracks of one person split by an absence longer than `track.max_gap` (here: the one track of a clip cut
     in two at frames 5-7) become one track again, since their mean z_id match; it is encoded again as a whole."""
-    cfg = load_job_config(EditJobConfig, "local_tiny", ["input=unused", "output=unused"])
+    cfg = load_job_config(EditJobConfig, "local_tiny", UNUSED_PATHS)
     uri = sample_clip("astronaut", frames=12)
     model = load_model(cfg.model, with_unet=False)
     whole = align_video(uri, build_landmarker(cfg.face), cfg.face)
@@ -172,7 +174,7 @@ def test_a_person_who_leaves_and_comes_back_is_joined_again_by_identity(sample_c
 def test_a_face_seen_in_a_third_of_the_clip_is_edited_where_it_is_seen(sample_clip, tmp_path):
     """`track.min_detected_fraction` (0.5) applies to a track's own span: a face in 4 of 12 frames is one track over
     those 4 frames (the whole video failed with NoFaceError when the fraction counted every frame)."""
-    cfg = load_job_config(EditJobConfig, "local_tiny", ["input=unused", "output=unused"])
+    cfg = load_job_config(EditJobConfig, "local_tiny", UNUSED_PATHS)
     uri = sample_clip("astronaut", frames=12, face_range=(8, 12))
     model = load_model(cfg.model, with_unet=False)
     store = LatentStore(str(tmp_path), "video")

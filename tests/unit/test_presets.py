@@ -95,7 +95,8 @@ def build_edit(name, standins, tmp_path):
     from dva.pipeline.stages import GenerateStage, PrepareStage, latent_key
 
     cfg = resolve(lambda n, o: load_job_config(EditJobConfig, n, o), name, standins,
-                  _job_overrides("edit", name, input=str(tmp_path / "in"), output=str(tmp_path / "out")))
+                  _job_overrides("edit", name, random_weights="true", input=str(tmp_path / "in"),
+                                 output=str(tmp_path / "out")))
     clip_edits = any(parse_edit(e).kind == "clip" for e in cfg.edits)
     prepare = PrepareStage(cfg, latent_key(cfg), clip_edits=clip_edits)
     _encodes(prepare.model)
@@ -143,7 +144,8 @@ def build_eval(name, standins, tmp_path):
     from dva.runtime.weights import load_model
 
     cfg = resolve(load_eval_config, name, standins,
-                  _job_overrides("eval", name, input=str(tmp_path / "in"), output=str(tmp_path / "out")))
+                  _job_overrides("eval", name, random_weights="true", input=str(tmp_path / "in"),
+                                 output=str(tmp_path / "out")))
     _encodes(load_model(cfg.model))
     _detects(build_landmarker(cfg.face))
     size = cfg.crop_size_for_identity
