@@ -33,7 +33,7 @@ def edits(files) -> list[str]:
 def fingerprints(files, *overrides) -> dict[str, str]:
     """Each edit's fingerprint (and encode-only's, "") from a fresh job, as a rerun computes them."""
     cfg = load_job_config(EditJobConfig, "local_tiny", [
-        "input=unused", "output=unused", f"classifier={files['classifier']}",
+        "input=unused", "output=unused", "random_weights=true", f"classifier={files['classifier']}",
         f"clip_edit.clip.weights={files['clip']}", *overrides])
     pairs = PairFingerprints(cfg, KEY)
     return {e: pairs(STAMP, e) for e in ["", *edits(files)]}
@@ -84,7 +84,7 @@ def test_settings_that_change_no_pixels_keep_every_fingerprint(files, override):
 
 
 def test_the_latents_and_the_source_are_part_of_it(files):
-    cfg = load_job_config(EditJobConfig, "local_tiny", ["input=unused", "output=unused"])
+    cfg = load_job_config(EditJobConfig, "local_tiny", ["input=unused", "output=unused", "random_weights=true"])
     pairs = PairFingerprints(cfg, KEY)
     assert pairs(STAMP, "") == KEY.fingerprint(STAMP)  # an encode-only row: its latents
     assert pairs("another version", "reconstruct") != pairs(STAMP, "reconstruct")
@@ -95,7 +95,7 @@ def test_each_file_is_read_once_per_job_and_a_missing_one_is_no_error(files, tmp
     digested = []
     digest = fingerprint_module.content_digest
     monkeypatch.setattr(fingerprint_module, "content_digest", lambda uri: digested.append(uri) or digest(uri))
-    cfg = load_job_config(EditJobConfig, "local_tiny", ["input=unused", "output=unused"])
+    cfg = load_job_config(EditJobConfig, "local_tiny", ["input=unused", "output=unused", "random_weights=true"])
     pairs = PairFingerprints(cfg, KEY)
     beard, missing = files["direction"], tmp_path / "missing.safetensors"
     for video in range(3):

@@ -225,7 +225,7 @@ def test_local_resources_that_can_never_be_placed_fail(capsys, two_clips, tmp_pa
 
 def test_local_ray_offers_no_custom_resources_so_a_stage_that_asks_for_one_fails(capsys, two_clips, tmp_path):
     # As `cluster_gpu` asks for its GPU pods' places (`unet_slot`, ...): a local Ray would never place the actor.
-    code, out, _ = run(capsys, "check", "edit", *TINY, f"input={two_clips}", f"output={tmp_path / 'out'}",
+    code, out, _ = run(capsys, "check", "edit", *TINY_RANDOM, f"input={two_clips}", f"output={tmp_path / 'out'}",
                        "generate.resources={unet_slot: 1}")
     assert code == EXIT_CHECK_FAILED
     (failed,) = failures(out)

@@ -77,7 +77,7 @@ def test_stage_a_with_one_cpu_uses_one_core(tmp_path, sample_clip):
     clip = sample_clip(size=(1280, 720), frames=16)
     weights = StandIns(tmp_path / "weights")
     base = ["face_preset=scrfd", "frontend.num_cpus=1", "model.identity_encoder.kind=insightface_arcface",
-            "model.identity_encoder.dim=512", f"output={tmp_path / 'out'}", "input=unused"]
+            "model.identity_encoder.dim=512", f"output={tmp_path / 'out'}", "input=unused", "random_weights=true"]
     face = load_job_config(EditJobConfig, "local_tiny", base).face
     arcface = standins.write_arcface_onnx(tmp_path / "weights" / "w600k_r50.onnx", width=0.5, layers=(1, 1, 1, 1))
     overrides = [*base, *weights.face(face, "face."), f"model.identity_encoder.weights={arcface}"]
