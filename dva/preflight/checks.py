@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import socket
 import uuid
@@ -20,12 +19,11 @@ import torch
 from dva.errors import DvaError, MissingWeightsError
 from dva.models.config import ModelConfig
 from dva.preflight.report import FAIL, OK, WARN, Report, describe_error, megabytes
-from dva.storage import (NotFetched, exists, is_remote, join, no_remote_fetch, open_file, redact, remove_prefix,
-                         size, write_bytes_atomic)
+from dva.storage import (NotFetched, exists, is_remote, join, no_remote_fetch, redact, remove_prefix, size,
+                         write_bytes_atomic)
 
 # Leaf names of config keys that name a weight file (or a folder of them).
 FILE_KEYS = ("weights", "detector_weights", "landmark_weights", "predictor", "checkpoint", "lpips_weights")
-_MAX_HEADER_BYTES = 100_000_000  # a safetensors header beyond this is not one (dva256's is ≈ 60 kB)
 
 
 def configured_files(node, prefix: str) -> list[tuple[str, str]]:
@@ -100,64 +98,16 @@ def check_model(report: Report, cfg: ModelConfig, prefix: str = "model", with_un
 
 
 def checkpoint_fits(cfg: ModelConfig, key: str, with_unet: bool, held: set[str]) -> str:
-    """What `load_model` checks of a checkpoint, without reading its tensors; adds to `held` the frozen networks
-    the file holds.
+    """What `load_model` checks of a checkpoint, without reading its tensors (`checkpoint_fit`: a dva checkpoint's
+    header, a reference `.ckpt` memory-mapped); adds to `held` the frozen networks the file holds."""
+    from dva.runtime.weights import checkpoint_fit
 
-    A dva checkpoint (safetensors, dva256 ≈ 760 MB) is judged by its header: the `format` metadata, every key and
-    shape (compared with the model built on the meta device, as `load_model` compares them) and the data length
-    the header declares against the file's size, which catches a truncated upload. That is everything `load_model`
-    rejects a file for except corrupt tensor bytes, for a few kB read (a ranged read on S3, nothing downloaded).
-    A reference Lightning `.ckpt` is read memory-mapped by the job's own reader, which touches no tensor data.
-    """
-    from dva.models.autoencoder import TRAINABLE_PREFIXES
-    from dva.models.checkpoint import FORMAT, describe_mismatch
-    from dva.models.reference.convert import meta_model, reference_parts
-    from dva.runtime.weights import read_reference_checkpoint
-
-    uri = str(cfg.checkpoint)
-    if uri.endswith(".ckpt"):
-        with no_remote_fetch():
-            shapes = {k: tuple(v.shape) for k, v in read_reference_checkpoint(uri, cfg.use_ema, key).items()}
-        how = "reference checkpoint read memory-mapped"
-    else:
-        shapes, meta, data_bytes = safetensors_header(uri, key)
-        if meta.get("format") != FORMAT:
-            raise MissingWeightsError(uri, key, f"lacks the `format: {FORMAT}` metadata; convert reference "
-                                                "checkpoints with `dva convert-reference`")
-        how = f"header read, {megabytes(data_bytes)} of tensors not loaded"
-    state = {k: torch.empty(s, device="meta") for k, s in shapes.items()}
-    expected = {k: v for k, v in meta_model(cfg).trainable_state_dict().items()
-                if with_unet or not k.startswith("unet.")}
-    prefixes = TRAINABLE_PREFIXES if with_unet else tuple(p for p in TRAINABLE_PREFIXES if p != "unet.")
-    problem = describe_mismatch(expected, state, prefixes)
-    if problem:
-        raise MissingWeightsError(uri, key, f"does not fit model config {cfg.name!r}: {problem}")
-    with torch.device("meta"):
-        parts = reference_parts(cfg, state, uri, key)
-    held.update(parts)
-    holds = f"; holds the {', '.join(sorted(parts))} weights" if parts else ""
-    return f"{uri}: {how}; its {len(expected)} trained tensors fit model {cfg.name!r}{holds}"
-
-
-def safetensors_header(uri: str, key: str) -> tuple[dict[str, tuple[int, ...]], dict[str, str], int]:
-    """(shape of each tensor, metadata, bytes of tensor data) of a safetensors file, from its header alone."""
-    with open_file(uri) as f:
-        head = f.read(8)
-        length = int.from_bytes(head, "little") if len(head) == 8 else 0
-        if not 2 <= length <= _MAX_HEADER_BYTES:
-            raise MissingWeightsError(uri, key, "is not a safetensors file (no header)")
-        try:
-            header = json.loads(f.read(length))
-            meta = header.pop("__metadata__", None) or {}
-            shapes = {k: tuple(v["shape"]) for k, v in header.items()}
-            data_bytes = max((int(v["data_offsets"][1]) for v in header.values()), default=0)
-        except (ValueError, KeyError, TypeError, AttributeError) as err:
-            raise MissingWeightsError(uri, key, f"is not a readable safetensors file ({err})") from None
-    actual = size(uri)
-    if actual < 8 + length + data_bytes:
-        raise MissingWeightsError(uri, key, f"is truncated: {actual} bytes, its header describes "
-                                            f"{8 + length + data_bytes}; upload it again")
-    return shapes, meta, data_bytes
+    fit = checkpoint_fit(cfg, key, with_unet)
+    held.update(fit.held)
+    how = ("reference checkpoint read memory-mapped" if fit.data_bytes is None
+           else f"header read, {megabytes(fit.data_bytes)} of tensors not loaded")
+    holds = f"; holds the {', '.join(sorted(fit.held))} weights" if fit.held else ""
+    return f"{cfg.checkpoint}: {how}; its {fit.tensors} trained tensors fit model {cfg.name!r}{holds}"
 
 
 # --- inputs and outputs ------------------------------------------------------------------------------------------
