@@ -1,7 +1,9 @@
 """Loading omegaconf YAML into typed dataclass schemas, with errors that name the bad key.
 
 Every config in `configs/` has a dataclass schema. `load_config` merges, in order: the schema's defaults, the YAML
-files, then `key=value` overrides, and validates the result before any work starts.
+files, then `key=value` overrides, and validates the result before any work starts: every config block (a dataclass,
+nested or not) may have `validate(self, key)`, which `validate_blocks` calls with the block's dotted config key ('' at
+the top level, `face.track` inside a job's `face` block) so its errors name the full key (`nested_key`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import re
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
-from omegaconf import OmegaConf
+import yaml
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from dva.errors import ConfigError
@@ -48,13 +51,52 @@ def resolve_config_path(name_or_path: str | Path, group: str | None = None) -> P
     return candidate
 
 
+def load_yaml(name_or_path: str | Path, group: str | None = None) -> DictConfig:
+    """The YAML mapping of a preset or path (`resolve_config_path`); a file that is not one names itself and where."""
+    path = resolve_config_path(name_or_path, group)
+    try:
+        loaded = OmegaConf.load(path)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ConfigError(f"config file {str(path)!r}{where}: not valid YAML ({problem})") from None
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"config file {str(path)!r}: {_describe(err)}") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"config file {str(path)!r}: holds a YAML list, not a mapping of config keys")
+    return loaded
+
+
+def nested_key(block: str, name: str) -> str:
+    """The dotted config key of `name` inside the config block at key `block` ('' = the top level)."""
+    return f"{block}.{name}" if block else name
+
+
+def validate_blocks(obj: Any, key: str = "") -> None:
+    """Call `validate(key)` of every config block in `obj` (a dataclass, or a list or dict holding them) with the
+    block's dotted key: the blocks inside a block first, so a block's own checks across its children (e.g. crops
+    that fit the model) see valid children, and each block is validated once."""
+    if isinstance(obj, (list, tuple)):
+        for i, item in enumerate(obj):
+            validate_blocks(item, f"{key}[{i}]")
+    elif isinstance(obj, dict):
+        for name, item in obj.items():
+            validate_blocks(item, nested_key(key, str(name)))
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            validate_blocks(getattr(obj, f.name), nested_key(key, f.name))
+        if callable(getattr(obj, "validate", None)):
+            obj.validate(key)
+
+
 def merge_config(schema: type[T], sources: Sequence[Any] = (), overrides: Sequence[str] = ()) -> T:
     """Merge dict/DictConfig/YAML-path sources and `a.b=c` overrides onto `schema`; return a validated instance."""
     try:
         cfg = OmegaConf.structured(schema)
         for src in sources:
             if isinstance(src, (str, Path)):
-                src = OmegaConf.load(src)
+                src = load_yaml(src)
             cfg = OmegaConf.merge(cfg, src)
         bad = [o for o in overrides if "=" not in o]
         if bad:
@@ -64,15 +106,13 @@ def merge_config(schema: type[T], sources: Sequence[Any] = (), overrides: Sequen
         obj = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as err:
         raise ConfigError(_describe(err)) from None
-    validate = getattr(obj, "validate", None)
-    if callable(validate):
-        validate()
+    validate_blocks(obj)
     return obj
 
 
 def load_config(schema: type[T], name_or_path: str | Path, overrides: Sequence[str] = (), group: str | None = None) -> T:
     """Load a preset (`configs/<group>/<name>.yaml`) or YAML path into `schema`, applying overrides."""
-    return merge_config(schema, [resolve_config_path(name_or_path, group)], overrides)
+    return merge_config(schema, [load_yaml(name_or_path, group)], overrides)
 
 
 def to_yaml(obj: Any) -> str:

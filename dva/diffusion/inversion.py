@@ -37,6 +37,7 @@ from typing import Optional
 import torch
 
 from dva.diffusion.ddim import DDIMScheduler, EpsModel, StepCallback, _as_scheduler, _eps, ddim_invert
+from dva.config import nested_key
 from dva.errors import ConfigError
 
 INVERSION_METHODS = ("ddim", "fixed_point")
@@ -49,11 +50,12 @@ class InversionConfig:
     method: str = "ddim"
     iterations: int = 2
 
-    def validate(self, prefix: str = "inversion.") -> None:
+    def validate(self, key: str) -> None:
         if self.method not in INVERSION_METHODS:
-            raise ConfigError(f"config key `{prefix}method`: {self.method!r} is not one of {INVERSION_METHODS}")
+            raise ConfigError(f"config key `{nested_key(key, 'method')}`: {self.method!r} is not one of "
+                              f"{INVERSION_METHODS}")
         if self.iterations < 1:
-            raise ConfigError(f"config key `{prefix}iterations`: {self.iterations} must be at least 1")
+            raise ConfigError(f"config key `{nested_key(key, 'iterations')}`: {self.iterations} must be at least 1")
 
     @property
     def label(self) -> str:

@@ -38,7 +38,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from dva.config import load_config, to_yaml
+from dva.config import load_config, nested_key, to_yaml
 from dva.diffusion.ddim import DDIMScheduler, ddim_generate
 from dva.diffusion.inversion import InversionConfig, invert
 from dva.editing.artifact import digest, identity_encoder_id, l2norm
@@ -97,14 +97,12 @@ class ClipEditConfig:
     precision: str = "fp32"  # fp32 | bf16 (autocast of the UNet and CLIP forward passes)
     output_prefix: Optional[str] = None  # folder or URI for direction files; None: no cache, nothing written
 
-    def validate(self, key_prefix: str = "") -> None:
-        """Check every setting; `key_prefix` (e.g. "clip_edit.") is where this config sits inside a job's config."""
-        def bad(key: str, why: str) -> ConfigError:
-            return ConfigError(f"config key `{key_prefix}{key}`: {why}")
+    def validate(self, key: str) -> None:
+        def bad(name: str, why: str) -> ConfigError:
+            return ConfigError(f"config key `{nested_key(key, name)}`: {why}")
 
         if self.steps < 2:
             raise bad("steps", f"{self.steps} must be at least 2")
-        self.inversion.validate(f"{key_prefix}inversion.")
         if self.iterations < 1:
             raise bad("iterations", f"{self.iterations} must be at least 1")
         if not self.lr > 0:
@@ -112,7 +110,7 @@ class ClipEditConfig:
         for name, w in dataclasses.asdict(self.loss_weights).items():
             if not (math.isfinite(w) and w >= 0):
                 raise bad(f"loss_weights.{name}", f"{w} must be a finite number ≥ 0")
-        check_precision(self.precision, f"{key_prefix}precision", CLIP_PRECISIONS)
+        check_precision(self.precision, nested_key(key, "precision"), CLIP_PRECISIONS)
         wrong = [t for t in self.templates if t.count("{}") != 1]
         if not self.templates or wrong:
             raise bad("templates", "each template needs exactly one {} for the prompt; "

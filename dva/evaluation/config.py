@@ -69,7 +69,7 @@ class EvalConfig:
         return [parse_method(text, self.inversion.iterations, f"methods[{i}]")
                 for i, text in enumerate(self.methods)] or [self.inversion]
 
-    def validate(self) -> None:
+    def validate(self, key: str) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"config key `mode`: {self.mode!r} is not one of {MODES}")
         if not self.input:
@@ -83,7 +83,6 @@ class EvalConfig:
             raise ConfigError(f"config key `device`: {self.device!r} is not one of auto, cpu, cuda")
         if not self.steps or min(self.steps) < 2:
             raise ConfigError(f"config key `steps`: {list(self.steps)} must be DDIM step counts of at least 2")
-        self.inversion.validate("inversion.")
         labels = [cfg.label for cfg in self.inversions]  # parses and validates `methods`
         if len(set(labels)) != len(labels):
             raise ConfigError(f"config key `methods`: {list(self.methods)} names one method twice")
@@ -108,7 +107,7 @@ def parse_method(text: str, iterations: int, key: str) -> InversionConfig:
     if count and not count.isdigit():
         raise ConfigError(f"config key `{key}`: {text!r} is not `method` or `method:iterations` (e.g. fixed_point:2)")
     cfg = InversionConfig(method, int(count) if count else iterations)
-    cfg.validate(f"{key}.")
+    cfg.validate(key)
     return cfg
 
 

@@ -210,8 +210,9 @@ def evaluate_edit_outputs(output_prefix: str, embed: Embed, *, crop_size: int, f
             frames += [{"video_id": video_id, "edit_id": row["edit_id"], "frame": i, "face": bool(f),
                         "cosine": None if np.isnan(c) else float(c)}
                        for i, (f, c) in enumerate(zip(scores.face, scores.cosines))]
-            log(f"{redact(row['video'])} [{row['edit']}]: TL-ID {scores.tl_id}, TG-ID {scores.tg_id}, "
-                f"flicker {scores.flicker}")
+            log(f"{redact(row['video'])} [{row['edit']}]: " + ", ".join(
+                f"{name} {'—' if value is None else f'{value:.4g}'}"
+                for name, value in (("TL-ID", scores.tl_id), ("TG-ID", scores.tg_id), ("flicker", scores.flicker))))
     return pairs, frames
 
 

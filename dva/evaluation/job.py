@@ -114,6 +114,17 @@ def run_eval(cfg: EvalConfig) -> str:
     return run_reconstruction(cfg) if cfg.mode == "reconstruction" else run_edit(cfg)
 
 
+def _rounded(value):
+    """`value` with every float at 4 significant digits, for the console (summary.json keeps them whole)."""
+    if isinstance(value, float):
+        return float(f"{value:.4g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
 def main(argv: Optional[list[str]] = None, preset: str = "local_tiny") -> int:
     """`dva eval [--config NAME|YAML] key=value ...` — also the `ray job submit` entrypoint (jobs/eval.py)."""
     import json
@@ -129,7 +140,7 @@ def main(argv: Optional[list[str]] = None, preset: str = "local_tiny") -> int:
         summary = read_summary(uri)
         shown = summary["by_method"] if cfg.mode == "reconstruction" else {"mean": summary["mean"],
                                                                            "by_edit": summary["by_edit"]}
-        print(json.dumps(shown, indent=1))
+        print(json.dumps(_rounded(shown), indent=1))
         print(f"[dva] summary: {redact(uri)}")
         failed = summary["counts"]["failed"]
         evaluated = summary["counts"].get("ok", summary["counts"].get("videos", 0) - failed)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from dva.config import load_config
+from dva.config import load_config, nested_key
 from dva.errors import ConfigError
 
 BACKENDS = ("dlib", "fan", "insightface")
@@ -95,7 +95,7 @@ class MaskConfig:
 
 @dataclass
 class FaceConfig:
-    """Everything the face front end needs; `chunk_len` is for the pipeline stages that hand frames on in chunks."""
+    """Everything the face front end needs."""
 
     backend: str = "dlib"
     dlib: DlibConfig = field(default_factory=DlibConfig)
@@ -104,7 +104,6 @@ class FaceConfig:
     track: TrackConfig = field(default_factory=TrackConfig)
     align: AlignConfig = field(default_factory=AlignConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
-    chunk_len: int = 32  # frames per chunk handed between stages
     crop_crf: int = 12  # x264 quality of stored crop videos (0 = lossless luma)
 
     @property
@@ -128,8 +127,8 @@ class FaceConfig:
                                  "insightface.landmark_weights": self.insightface.landmark_weights}}[self.backend]
         return {f"{prefix}{key}": uri for key, uri in files.items() if uri}
 
-    def validate(self) -> None:
-        for key, value, allowed in (
+    def validate(self, key: str) -> None:
+        for name, value, allowed in (
             ("backend", self.backend, BACKENDS),
             ("track.policy", self.track.policy, TRACK_POLICIES),
             ("mask.paste_mode", self.mask.paste_mode, PASTE_MODES),
@@ -138,7 +137,7 @@ class FaceConfig:
             ("insightface.device", self.insightface.device, DEVICES),
         ):
             if value not in allowed:
-                raise ConfigError(f"config key `{key}`: {value!r} is not one of {', '.join(allowed)}")
+                raise ConfigError(f"config key `{nested_key(key, name)}`: {value!r} is not one of {', '.join(allowed)}")
         checks = (
             ("align.crop_size", self.align.crop_size >= 16, "must be at least 16"),
             ("align.sigma_centre", self.align.sigma_centre >= 0, "must be >= 0"),
@@ -158,12 +157,11 @@ class FaceConfig:
             ("mask.blur_px", self.mask.blur_px >= 0, "must be >= 0"),
             ("dlib.upsample", self.dlib.upsample >= 0, "must be >= 0"),
             ("dlib.detect_max_side", self.dlib.detect_max_side >= 64, "must be at least 64"),
-            ("chunk_len", self.chunk_len >= 1, "must be at least 1"),
             ("crop_crf", 0 <= self.crop_crf <= 51, "must be in [0, 51]"),
         )
-        for key, ok, requirement in checks:
+        for name, ok, requirement in checks:
             if not ok:
-                raise ConfigError(f"config key `{key}` {requirement}")
+                raise ConfigError(f"config key `{nested_key(key, name)}` {requirement}")
 
 
 def load_face_config(name_or_path: str = "dlib", overrides: Sequence[str] = ()) -> FaceConfig:

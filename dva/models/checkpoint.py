@@ -106,14 +106,23 @@ def checkpoint_state(path: Path, use_ema: bool, config_key: str) -> dict[str, to
 
 def describe_mismatch(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor],
                       prefixes: tuple[str, ...] = ("",)) -> str:
-    """What keeps `state` from loading into a model whose state is `expected` ('' when it fits): missing keys, keys
-    under `prefixes` the model lacks, and wrong shapes."""
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(k for k in set(state) - set(expected) if k.startswith(prefixes))
-    wrong = sorted(k for k in expected if k in state and state[k].shape != expected[k].shape)
-    return "; ".join(f"{what}: {keys[:3]}{'…' if len(keys) > 3 else ''} ({len(keys)})"
-                     for what, keys in (("missing keys", missing), ("unexpected keys", unexpected),
-                                        ("wrong shapes", wrong)) if keys)
+    """What keeps `state` (a file's) from loading into a model whose state is `expected` ('' when it fits): the
+    first mismatch, then how many keys have a wrong shape, are missing, or are under `prefixes` but not in the model."""
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]  # in the model's order
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected and k.startswith(prefixes)]
+    if wrong:
+        first = (f"`{wrong[0]}` is {list(state[wrong[0]].shape)} in the file, {list(expected[wrong[0]].shape)} in "
+                 "the model")
+    elif missing:
+        first = f"`{missing[0]}` is missing from the file"
+    elif unexpected:
+        first = f"`{unexpected[0]}` is not in the model"
+    else:
+        return ""
+    counts = ", ".join(f"{what}: {len(keys)}" for what, keys in (("wrong shapes", wrong), ("missing keys", missing),
+                                                               ("unexpected keys", unexpected)) if keys)
+    return f"{first} ({counts})"
 
 
 def build_model(cfg: ModelConfig, state: Mapping[str, torch.Tensor], config_key: str = "model.checkpoint",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from dva.config import nested_key
 from dva.errors import ConfigError
 
 
@@ -53,18 +54,18 @@ class ModelConfig:
             files[f"{prefix}{role}.weights"] = enc.weights if enc is not None else None
         return {key: str(uri) for key, uri in files.items() if uri}
 
-    def validate(self) -> None:
+    def validate(self, key: str) -> None:
         u = self.unet
         if u.image_size % (2 ** (len(u.channel_mult) - 1)):
             raise ConfigError(
-                f"config key `unet.image_size`: {u.image_size} is not divisible by 2^(levels-1) = "
-                f"{2 ** (len(u.channel_mult) - 1)} for channel_mult {u.channel_mult}"
+                f"config key `{nested_key(key, 'unet.image_size')}`: {u.image_size} is not divisible by "
+                f"2^(levels-1) = {2 ** (len(u.channel_mult) - 1)} for channel_mult {u.channel_mult}"
             )
         if u.model_channels % 2:
-            raise ConfigError("config key `unet.model_channels`: must be even (sinusoidal time embedding)")
+            raise ConfigError(f"config key `{nested_key(key, 'unet.model_channels')}`: must be even (sinusoidal time "
+                              "embedding)")
         if self.z_face_dim != u.embed_channels:
-            raise ConfigError(
-                f"config key `z_face_dim`: {self.z_face_dim} must equal `unet.embed_channels` ({u.embed_channels})"
-            )
+            raise ConfigError(f"config key `{nested_key(key, 'z_face_dim')}`: {self.z_face_dim} must equal "
+                              f"`{nested_key(key, 'unet.embed_channels')}` ({u.embed_channels})")
         if not 0.0 <= u.dropout < 1.0:
-            raise ConfigError(f"config key `unet.dropout`: {u.dropout} is not in [0, 1)")
+            raise ConfigError(f"config key `{nested_key(key, 'unet.dropout')}`: {u.dropout} is not in [0, 1)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from dva.config import nested_key
 from dva.diffusion.inversion import InversionConfig
 from dva.editing.clip_direction import ClipEditConfig
 from dva.errors import ConfigError
@@ -51,19 +52,20 @@ class GenerateStageConfig(StageConfig):
     # goes on; each holds one chunk (x_T: chunk_frames × 3 × S² float32). 0: write in the UNet's thread.
     write_queue: int = 8
 
-    def validate(self, key: str = "generate") -> None:
+    def validate(self, key: str) -> None:
         super().validate(key)
         if self.write_queue < 0:
-            raise ConfigError(f"config key `{key}.write_queue`: {self.write_queue} pending writes; use 0 (write in "
-                              f"the UNet's thread) or more")
+            raise ConfigError(f"config key `{nested_key(key, 'write_queue')}`: {self.write_queue} pending writes; "
+                              f"use 0 (write in the UNet's thread) or more")
         if self.compile_mode not in COMPILE_MODES:
-            raise ConfigError(f"config key `generate.compile_mode`: {self.compile_mode!r} is not one of "
+            raise ConfigError(f"config key `{nested_key(key, 'compile_mode')}`: {self.compile_mode!r} is not one of "
                               f"{COMPILE_MODES}")
         if self.compile_cache_dir is not None and "://" in self.compile_cache_dir:
-            raise ConfigError(f"config key `generate.compile_cache_dir`: {self.compile_cache_dir!r} is not a local "
-                              f"folder (Inductor's caches are files on the node)")
+            raise ConfigError(f"config key `{nested_key(key, 'compile_cache_dir')}`: {self.compile_cache_dir!r} is "
+                              f"not a local folder (Inductor's caches are files on the node)")
         if self.norm_kernels not in NORM_KERNELS:
-            raise ConfigError(f"config key `generate.norm_kernels`: {self.norm_kernels!r} is not one of {NORM_KERNELS}")
+            raise ConfigError(f"config key `{nested_key(key, 'norm_kernels')}`: {self.norm_kernels!r} is not one of "
+                              f"{NORM_KERNELS}")
 
 
 @dataclass
@@ -112,7 +114,7 @@ class EditJobConfig:
     # stage-A actor. Without latents kept the optimisation runs inside stage A, on the `frontend` resources.
     clip_task: TaskConfig = field(default_factory=TaskConfig)
 
-    def validate(self) -> None:
+    def validate(self, key: str) -> None:
         if not self.input:
             raise ConfigError("config key `input`: set it to a folder/prefix of videos or a manifest file")
         if not self.output:
@@ -125,15 +127,10 @@ class EditJobConfig:
                               "(between -1 and 1)")
         if self.steps < 2:
             raise ConfigError(f"config key `steps`: {self.steps} is too few (at least 2 DDIM steps)")
-        self.inversion.validate("inversion.")
         if self.chunk_frames < 1 or self.generate.batch_frames < 1:
             raise ConfigError("config keys `chunk_frames` and `generate.batch_frames` must be at least 1")
         check_crops_fit_model(self.face, self.model)
         check_trained_weights(self.model, self.random_weights)
         if not self.edits and not self.store_latents:
             raise ConfigError("config key `edits`: with no edits (encode only) `store_latents` must be true")
-        for key, stage in (("frontend", self.frontend), ("generate", self.generate), ("writer", self.writer),
-                           ("clip_task", self.clip_task)):
-            stage.validate(key)
         self.face.check_device(self.frontend.num_gpus)
-        self.clip_edit.validate("clip_edit.")

@@ -106,8 +106,7 @@ def run_edit_job(cfg: EditJobConfig) -> JobSummary:
         print(f"[dva] warning: {RANDOM_WEIGHTS_WARNING}", flush=True)
     job_edits = parse_job_edits(cfg.edits)  # bad specs fail here, before Ray starts
     check_weight_files({**cfg.model.weight_files("model."), **cfg.face.weight_files("face.")})  # and wrong paths
-    if cfg.model.checkpoint:
-        check_checkpoint(cfg.model.checkpoint)
+    check_checkpoint(cfg.model)  # and a checkpoint that does not fit the model
     videos = discover_inputs(cfg.input)
     if cfg.sweep_partials_after_s is not None:
         swept = sweep_partials(cfg.output, cfg.sweep_partials_after_s)

@@ -103,42 +103,16 @@ def check_model(report: Report, cfg: ModelConfig, prefix: str = "model", with_un
 
 
 def checkpoint_fits(cfg: ModelConfig, key: str, with_unet: bool, held: set[str]) -> str:
-    """What `load_model` checks of a checkpoint, without reading its tensors; adds to `held` the frozen networks
-    the file holds.
+    """What `load_model` checks of a checkpoint, without reading its tensors (`checkpoint_fit`: a dva checkpoint's
+    header, a reference `.ckpt` memory-mapped); adds to `held` the frozen networks the file holds."""
+    from dva.runtime.weights import checkpoint_fit
 
-    A dva checkpoint (safetensors, dva256 ≈ 760 MB) is judged by its header: the `format` metadata, every key and
-    shape (compared with the model built on the meta device, as `load_model` compares them) and the data length
-    the header declares against the file's size, which catches a truncated upload. That is everything `load_model`
-    rejects a file for except corrupt tensor bytes, for a few kB read (a ranged read on S3, nothing downloaded).
-    A reference Lightning `.ckpt` is read memory-mapped by the job's own reader, which touches no tensor data.
-    """
-    from dva.models.autoencoder import TRAINABLE_PREFIXES
-    from dva.models.checkpoint import describe_mismatch
-    from dva.models.reference.convert import meta_model, reference_parts
-    from dva.runtime.weights import checkpoint_header, read_reference_checkpoint
-
-    uri = str(cfg.checkpoint)
-    if uri.endswith(".ckpt"):
-        with no_remote_fetch():
-            shapes = {k: tuple(v.shape) for k, v in read_reference_checkpoint(uri, cfg.use_ema, key).items()}
-        how = "reference checkpoint read memory-mapped"
-    else:
-        header = checkpoint_header(uri, key)
-        shapes = header.shapes
-        how = f"header read ({'two ranged reads' if is_remote(uri) else 'locally'}), " \
-              f"{megabytes(header.data_bytes)} of tensors not loaded"
-    state = {k: torch.empty(s, device="meta") for k, s in shapes.items()}
-    expected = {k: v for k, v in meta_model(cfg).trainable_state_dict().items()
-                if with_unet or not k.startswith("unet.")}
-    prefixes = TRAINABLE_PREFIXES if with_unet else tuple(p for p in TRAINABLE_PREFIXES if p != "unet.")
-    problem = describe_mismatch(expected, state, prefixes)
-    if problem:
-        raise MissingWeightsError(uri, key, f"does not fit model config {cfg.name!r}: {problem}")
-    with torch.device("meta"):
-        parts = reference_parts(cfg, state, uri, key)
-    held.update(parts)
-    holds = f"; holds the {', '.join(sorted(parts))} weights" if parts else ""
-    return f"{uri}: {how}; its {len(expected)} trained tensors fit model {cfg.name!r}{holds}"
+    fit = checkpoint_fit(cfg, key, with_unet)
+    held.update(fit.held)
+    how = ("reference checkpoint read memory-mapped" if fit.data_bytes is None
+           else f"header read, {megabytes(fit.data_bytes)} of tensors not loaded")
+    holds = f"; holds the {', '.join(sorted(fit.held))} weights" if fit.held else ""
+    return f"{cfg.checkpoint}: {how}; its {fit.tensors} trained tensors fit model {cfg.name!r}{holds}"
 
 
 # --- inputs and outputs ------------------------------------------------------------------------------------------

@@ -7,7 +7,9 @@ is imported only when a job starts.
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import traceback
 from typing import Callable, Optional
 
@@ -24,13 +26,39 @@ def init_ray(address: Optional[str] = None, progress: bool = True):
     if ray.is_initialized():
         return ray
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # A local Ray turns token authentication on (its default since 2.5x) and says so on every start: nothing for
+    # the user to do, so that notice is not shown; a choice made with RAY_AUTH_MODE is Ray's, and silent anyway.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
         ray.init(include_dashboard=False, log_to_driver=True)
     ray.data.DataContext.get_current().enable_progress_bars = progress
+    _spend_actor_restart_notice(ray)
     return ray
+
+
+class _Idle:
+    def __init__(self, _held) -> None:
+        pass
+
+
+def _spend_actor_restart_notice(ray) -> None:
+    """Ray's core worker prints, once per process, an error line when an actor that may restart takes an argument
+    held in the object store (ray-project/ray#53727). Ray Data starts every stage actor so, with arguments it keeps
+    alive itself (ray-project/ray#57733): the line names no problem of the job, and its only switch
+    (RAY_BACKEND_LOG_LEVEL) silences every C++ log line and prints one of its own per process. So it is spent here,
+    on an idle actor made with the process's native stderr closed for that one call."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        ray.remote(num_cpus=0, max_restarts=1)(_Idle).remote(ray.put(None))  # its handle dropped: Ray ends it
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def actor_pool(stage):

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 from omegaconf import OmegaConf
 
-from dva.config import merge_config, resolve_config_path
+from dva.config import load_yaml, merge_config, nested_key
 from dva.errors import ConfigError
 from dva.face.config import FaceConfig
 from dva.models.config import ModelConfig
@@ -36,15 +36,16 @@ class TaskConfig:
     def validate(self, key: str) -> None:
         for name, amount in (("num_cpus", self.num_cpus), ("num_gpus", self.num_gpus)):
             if not (math.isfinite(amount) and amount >= 0):
-                raise ConfigError(f"config key `{key}.{name}`: {amount} must be a finite number ≥ 0")
+                raise ConfigError(f"config key `{nested_key(key, name)}`: {amount} must be a finite number ≥ 0")
         if self.num_gpus > 1 and not float(self.num_gpus).is_integer():
-            raise ConfigError(f"config key `{key}.num_gpus`: {self.num_gpus}: Ray takes a fraction of one GPU or "
-                              "whole GPUs")
+            raise ConfigError(f"config key `{nested_key(key, 'num_gpus')}`: {self.num_gpus}: Ray takes a fraction of "
+                              "one GPU or whole GPUs")
         for name, amount in self.resources.items():
             if name in ("CPU", "GPU", "memory", "object_store_memory") or not amount > 0:
                 raise ConfigError(
-                    f"config key `{key}.resources.{name}`: a custom resource name with a positive amount; set CPUs "
-                    f"and GPUs with `{key}.num_cpus` / `{key}.num_gpus`")
+                    f"config key `{nested_key(key, f'resources.{name}')}`: a custom resource name with a positive "
+                    f"amount; set CPUs and GPUs with `{nested_key(key, 'num_cpus')}` / "
+                    f"`{nested_key(key, 'num_gpus')}`")
 
     def ray_options(self) -> dict:
         """The resource request as Ray's `ray.remote` / `map_batches` keyword arguments."""
@@ -61,7 +62,7 @@ class StageConfig(TaskConfig):
 
     def validate(self, key: str) -> None:
         if self.actors < 1 or (self.min_actors is not None and not 1 <= self.min_actors <= self.actors):
-            raise ConfigError(f"config key `{key}.actors`: need 1 <= min_actors <= actors")
+            raise ConfigError(f"config key `{nested_key(key, 'actors')}`: need 1 <= min_actors <= actors")
         super().validate(key)
 
 
@@ -103,14 +104,11 @@ def preset_name(sources: Sequence, overrides: Sequence[str], key: str, default: 
 
 def load_job_config(schema: type, name_or_path: str | Path, overrides: Sequence[str] = (), group: str = "edit"):
     """Load a job preset/YAML, merging its model and face presets underneath it, then the overrides."""
-    job_yaml = OmegaConf.load(resolve_config_path(name_or_path, group))
+    job_yaml = load_yaml(name_or_path, group)
     model_preset = preset_name([job_yaml], overrides, "model_preset", schema.model_preset)
     face_preset = preset_name([job_yaml], overrides, "face_preset", schema.face_preset)
-    base = OmegaConf.create({
-        "model": OmegaConf.load(resolve_config_path(model_preset, "model")),
-        "face": OmegaConf.load(resolve_config_path(face_preset, "face")),
-    })
+    base = OmegaConf.create({"model": load_yaml(model_preset, "model"), "face": load_yaml(face_preset, "face")})
     if hasattr(schema, "clip_edit_preset"):
         clip_preset = preset_name([job_yaml], overrides, "clip_edit_preset", schema.clip_edit_preset)
-        base.clip_edit = OmegaConf.load(resolve_config_path(clip_preset, "edit_methods"))
+        base.clip_edit = load_yaml(clip_preset, "edit_methods")
     return merge_config(schema, [base, job_yaml], overrides)

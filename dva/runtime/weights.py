@@ -12,20 +12,24 @@ import contextlib
 import copy
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 from omegaconf import OmegaConf
 
 from dva.config import merge_config
 from dva.errors import MissingWeightsError
-from dva.models.autoencoder import DiffusionVideoAutoencoder
+from dva.models.autoencoder import TRAINABLE_PREFIXES, DiffusionVideoAutoencoder
 from dva.models.checkpoint import (CheckpointHeader, build_model, checkpoint_metadata, checkpoint_state,
-                                   read_checkpoint_file, read_checkpoint_header, write_checkpoint)
+                                   describe_mismatch, read_checkpoint_file, read_checkpoint_header, write_checkpoint)
 from dva.models.config import EncoderConfig, ModelConfig
 from dva.models.dlib_encoders import MODEL_FILES as DLIB_MODEL_FILES
-from dva.models.reference.convert import EXPECTED_CKPT, ROLES, held_roles, read_lightning_state, reference_state_dict
-from dva.storage import atomic_output, cache_dir, is_remote, join, local_path, read_range, size
+from dva.models.reference.convert import (EXPECTED_CKPT, ROLES, held_roles, meta_model, reference_parts,
+                                          reference_state_dict)
+from dva.storage import (NotFetched, atomic_output, cache_dir, is_remote, join, local_path, no_remote_fetch,
+                         read_range, size)
 
 
 def local_checkpoint(uri: str, config_key: str = "model.checkpoint") -> Path:
@@ -131,17 +135,55 @@ def checkpoint_header(uri: str, config_key: str = "model.checkpoint") -> Checkpo
     return read_checkpoint_header(lambda start, end: read_range(uri, start, end), size(uri), str(uri), config_key)
 
 
-def check_checkpoint(uri: str, config_key: str = "model.checkpoint") -> None:
-    """Cheap check of a checkpoint before workers start, so a wrong, damaged or unsafe file fails once, on the
-    driver, instead of in every worker: a dva checkpoint's header (local or remote, `checkpoint_header`), or a local
-    reference `.ckpt` memory-mapped (its pickle read safely, its tensors not read). A remote `.ckpt` is left to
-    `load_model`: checking it means fetching it."""
-    if not str(uri).endswith(".ckpt"):
-        checkpoint_header(uri, config_key)
-    elif not is_remote(str(uri)):
-        path = local_checkpoint(uri, config_key)
-        with _named_as({str(path): str(uri)}):
-            read_lightning_state(path, config_key)
+@dataclass
+class CheckpointFit:
+    """What `checkpoint_fit` read of a checkpoint that fits its model config."""
+
+    tensors: int  # trained tensors, each present with the model's shape
+    held: list[str]  # reference frozen networks whose weights the file holds (their own files are not read)
+    data_bytes: Optional[int]  # a dva checkpoint's tensor bytes, which were not read; None: a reference .ckpt
+
+
+def checkpoint_fit(cfg: ModelConfig, config_key: str = "model.checkpoint", with_unet: bool = True) -> CheckpointFit:
+    """What `load_model` checks of `cfg.checkpoint`, without reading its tensors: MissingWeightsError naming the
+    file, the config key and the first mismatch when it does not fit the model `cfg` builds.
+
+    A dva checkpoint (safetensors, dva256 ≈ 760 MB) is judged by its header: the `format` metadata, every key and
+    shape (compared with the model built on the meta device) and the data length the header declares against the
+    file's size, which catches a truncated upload. That is everything `load_model` rejects a file for except corrupt
+    tensor bytes, for a few kB read (a ranged read on S3, nothing downloaded). A reference Lightning `.ckpt` is read
+    memory-mapped by the job's own reader (its pickle read safely, no tensor data touched); a remote one not in the
+    cache raises NotFetched (reading it means fetching it).
+    """
+    uri = str(cfg.checkpoint)
+    if uri.endswith(".ckpt"):
+        with no_remote_fetch():
+            shapes = {k: tuple(v.shape) for k, v in read_reference_checkpoint(uri, cfg.use_ema, config_key).items()}
+        made_for, data_bytes = None, None
+    else:
+        header = checkpoint_header(uri, config_key)
+        shapes, data_bytes = header.shapes, header.data_bytes
+        made_for = OmegaConf.create(header.metadata.get("config") or "{}").get("name")
+    state = {k: torch.empty(s, device="meta") for k, s in shapes.items()}
+    expected = {k: v for k, v in meta_model(cfg).trainable_state_dict().items()
+                if with_unet or not k.startswith("unet.")}
+    prefixes = TRAINABLE_PREFIXES if with_unet else tuple(p for p in TRAINABLE_PREFIXES if p != "unet.")
+    problem = describe_mismatch(expected, state, prefixes)
+    if problem:
+        made = f" (the file was made for model config {made_for!r})" if made_for and made_for != cfg.name else ""
+        raise MissingWeightsError(uri, config_key, f"does not fit model config {cfg.name!r}{made}: {problem}")
+    with torch.device("meta"):
+        held = list(reference_parts(cfg, state, uri, config_key))
+    return CheckpointFit(len(expected), held, data_bytes)
+
+
+def check_checkpoint(cfg: ModelConfig, config_key: str = "model.checkpoint", with_unet: bool = True) -> None:
+    """`checkpoint_fit` of a job's checkpoint, on the driver before workers start, so a wrong, damaged, unsafe or
+    ill-fitting file is one error instead of a failure in every worker. No checkpoint: nothing to check; a remote
+    reference `.ckpt` is left to the workers' `load_model` (checking it means fetching it)."""
+    if cfg.checkpoint:
+        with contextlib.suppress(NotFetched):
+            checkpoint_fit(cfg, config_key, with_unet)
 
 
 def read_checkpoint(uri: str, config_key: str = "model.checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, str]]:

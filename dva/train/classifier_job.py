@@ -56,19 +56,19 @@ class TrainClassifierConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     face: FaceConfig = field(default_factory=FaceConfig)
 
-    def validate(self) -> None:
-        for key, what in (("images", "a folder or s3:// prefix of the annotated images"),
-                          ("annotations", "the CelebA-format attribute file"),
-                          ("output", f"the classifier file to write (a path or URI ending in {SUFFIX})")):
-            if not getattr(self, key):
-                raise ConfigError(f"config key `{key}`: set it to {what}")
+    def validate(self, key: str) -> None:
+        for name, what in (("images", "a folder or s3:// prefix of the annotated images"),
+                           ("annotations", "the CelebA-format attribute file"),
+                           ("output", f"the classifier file to write (a path or URI ending in {SUFFIX})")):
+            if not getattr(self, name):
+                raise ConfigError(f"config key `{name}`: set it to {what}")
         if not self.output.endswith(SUFFIX):
             raise ConfigError(f"config key `output`: {self.output!r} must end in {SUFFIX}")
         if not 0.0 < self.heldout_fraction < 1.0:
             raise ConfigError(f"config key `heldout_fraction`: {self.heldout_fraction} is not in (0, 1)")
-        for key in ("epochs", "batch_size", "batch_images"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"config key `{key}`: at least 1")
+        for name in ("epochs", "batch_size", "batch_images"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"config key `{name}`: at least 1")
         if self.limit < 0 or self.lr <= 0 or self.weight_decay < 0:
             raise ConfigError("config keys `limit` (>= 0, 0 = all), `lr` (> 0) and `weight_decay` (>= 0) are out "
                               "of range")

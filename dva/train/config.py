@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 from omegaconf import OmegaConf
 
-from dva.config import merge_config, resolve_config_path
+from dva.config import load_yaml, merge_config
 from dva.errors import ConfigError
 from dva.face.config import FaceConfig
 from dva.models.config import ModelConfig
@@ -35,7 +35,7 @@ class PreprocessJobConfig:
     face: FaceConfig = field(default_factory=FaceConfig)
     frontend: StageConfig = field(default_factory=StageConfig)
 
-    def validate(self) -> None:
+    def validate(self, key: str) -> None:
         if not self.input:
             raise ConfigError("config key `input`: set it to a folder/prefix of videos or a manifest file")
         if not self.output:
@@ -43,7 +43,6 @@ class PreprocessJobConfig:
         if self.chunk_frames < 1:
             raise ConfigError("config key `chunk_frames` must be at least 1")
         check_crops_fit_model(self.face, self.model)  # crops are stored at the training size
-        self.frontend.validate("frontend")
         self.face.check_device(self.frontend.num_gpus)
 
 
@@ -103,8 +102,7 @@ class TrainJobConfig:
     scaling: ScalingSection = field(default_factory=ScalingSection)
     samples: SampleGridConfig = field(default_factory=SampleGridConfig)
 
-    def validate(self) -> None:
-        self.optim.validate()
+    def validate(self, key: str) -> None:
         if not self.data.path:
             raise ConfigError("config key `data.path`: set it to the output prefix of `dva preprocess`")
         if not self.storage_path:
@@ -137,7 +135,7 @@ def load_preprocess_config(name_or_path: str | Path, overrides: Sequence[str] = 
 def load_train_config(name_or_path: str | Path, overrides: Sequence[str] = ()) -> TrainJobConfig:
     """A train preset/YAML with its model preset merged underneath, then the overrides (no face config: training
     reads crops, codes and masks from the shards)."""
-    job_yaml = OmegaConf.load(resolve_config_path(name_or_path, "train"))
+    job_yaml = load_yaml(name_or_path, "train")
     model_preset = preset_name([job_yaml], overrides, "model_preset", TrainJobConfig.model_preset)
-    base = OmegaConf.create({"model": OmegaConf.load(resolve_config_path(model_preset, "model"))})
+    base = OmegaConf.create({"model": load_yaml(model_preset, "model")})
     return merge_config(TrainJobConfig, [base, job_yaml], overrides)

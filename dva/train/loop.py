@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from dva.diffusion.losses import dva_loss
+from dva.config import nested_key
 from dva.errors import ConfigError
 from dva.models.autoencoder import DiffusionVideoAutoencoder
 from dva.models.ema import EMA
@@ -29,12 +30,13 @@ class OptimConfig:
     # A precision (dva.precision): auto = bf16 autocast on CUDA, fp32 on CPU. fp16 adds a gradient scaler.
     amp: str = "auto"
 
-    def validate(self) -> None:
-        check_precision(self.amp, "optim.amp")
+    def validate(self, key: str) -> None:
+        check_precision(self.amp, nested_key(key, "amp"))
         if not 0.0 <= self.ema_decay < 1.0:
-            raise ConfigError(f"config key `optim.ema_decay`: {self.ema_decay} is not in [0, 1)")
+            raise ConfigError(f"config key `{nested_key(key, 'ema_decay')}`: {self.ema_decay} is not in [0, 1)")
         if self.lr <= 0 or self.grad_clip <= 0:
-            raise ConfigError("config keys `optim.lr` and `optim.grad_clip` must be positive")
+            raise ConfigError(f"config keys `{nested_key(key, 'lr')}` and `{nested_key(key, 'grad_clip')}` must be "
+                              "positive")
 
 
 @dataclass

@@ -24,7 +24,7 @@ from dva.face.crop_video import align_video
 from dva.face.landmarker import FaceLandmarker, build_landmarker
 from dva.face.warp import iter_crops
 from dva.models.autoencoder import DiffusionVideoAutoencoder
-from dva.runtime.weights import load_model
+from dva.runtime.weights import check_checkpoint, load_model
 
 from dva.runtime.inputs import discover_inputs
 from dva.runtime.manifest import JobSummary, ResultRow, read_manifest, write_result, write_summary
@@ -122,6 +122,7 @@ def completed_videos(output: str) -> set[str]:
 def run_preprocess(cfg: PreprocessJobConfig) -> JobSummary:
     """Write the shards of every input video not yet done under `cfg.output`; return counts."""
     started = time.time()
+    check_checkpoint(cfg.model, with_unet=False)  # before Ray starts, not in every actor
     videos = discover_inputs(cfg.input)
     info = DatasetInfo.of(cfg.model)
     check_dataset(cfg.output, info, "this preprocess config", masks=True)

@@ -28,7 +28,7 @@ import torch
 
 from dva.precision import autocast_dtype
 from dva.runtime.cli import EXIT_OK, command_parser, run_command
-from dva.runtime.weights import load_model
+from dva.runtime.weights import check_checkpoint, load_model
 from dva.runtime.cluster import init_ray, limit_threads
 from dva.storage import canonical_uri, is_remote, redact
 from dva.train.config import TrainJobConfig, load_train_config
@@ -185,6 +185,7 @@ def run_training(cfg: TrainJobConfig):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    check_checkpoint(cfg.model)  # before Ray starts, not in every worker
     shards = list_shards(cfg.data.path)
     check_dataset(cfg.data.path, DatasetInfo.of(cfg.model), f"model {cfg.model.name!r}", masks=False)
     os.environ.setdefault(POLL_ENV, DEFAULT_POLL_S)  # read by the Train controller, which fit() starts

@@ -1,5 +1,5 @@
-"""What the edit job does before Ray starts: sweeping the temporaries that killed writers left in the output, and
-checking the stages' resource requests."""
+"""What the edit job does before Ray starts: sweeping the temporaries that killed writers left in the output,
+checking the stages' resource requests, and checking every weight file (a checkpoint against the model too)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,21 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 import dva.pipeline.edit_job as edit_job
+from dva.config import load_config
 from dva.errors import ConfigError
+from dva.models.autoencoder import DiffusionVideoAutoencoder
+from dva.models.checkpoint import write_checkpoint
+from dva.models.config import ModelConfig
 from dva.pipeline.config import EditJobConfig
 from dva.runtime.config import load_job_config
+
+DEMO_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "demo64.safetensors"
 
 
 @pytest.fixture
@@ -93,12 +100,39 @@ def _unsafe_pickle(tmp_path):
     return str(path)
 
 
-@pytest.mark.parametrize("key,make", [("model.checkpoint", _missing), ("face.dlib.predictor", _missing),
-                                      ("model.checkpoint", _damaged), ("model.checkpoint", _unsafe_pickle)],
-                         ids=["missing-checkpoint", "missing-predictor", "damaged-checkpoint", "unsafe-pickle"])
-def test_a_bad_weight_file_is_one_error_before_ray_starts(tmp_path, key, make):
-    """Not hundreds of lines of Ray tracebacks from every stage actor: the CLI prints one error naming the file and
-    the key, and exits with the CLI's error code; nothing of an unsafe pickle runs."""
+def _tiny_checkpoint(tmp_path, change) -> str:
+    """A checkpoint of the `tiny` model (the local_tiny job's) whose trained tensors `change` alters."""
+    model = DiffusionVideoAutoencoder(load_config(ModelConfig, "tiny", group="model"))
+    path = tmp_path / "tiny.safetensors"
+    write_checkpoint(path, model, change(dict(model.trainable_state_dict())))
+    return str(path)
+
+
+def _of_another_model(tmp_path):
+    return str(DEMO_CHECKPOINT)  # the demo64 model's: 64² crops, other widths
+
+
+def _missing_key(tmp_path):
+    return _tiny_checkpoint(tmp_path, lambda state: {k: v for k, v in state.items() if k != "z_face.weight"})
+
+
+def _extra_key(tmp_path):
+    return _tiny_checkpoint(tmp_path, lambda state: {**state, "unet.extra.weight": torch.zeros(2)})
+
+
+@pytest.mark.parametrize("key,make,detail", [
+    ("model.checkpoint", _missing, "does not exist"), ("face.dlib.predictor", _missing, "does not exist"),
+    ("model.checkpoint", _damaged, "not a safetensors file"), ("model.checkpoint", _unsafe_pickle, "expected"),
+    ("model.checkpoint", _of_another_model, "does not fit model config 'tiny' (the file was made for model config "
+                                            "'demo64'): `unet."),
+    ("model.checkpoint", _missing_key, "`z_face.weight` is missing from the file (missing keys: 1)"),
+    ("model.checkpoint", _extra_key, "`unet.extra.weight` is not in the model (unexpected keys: 1)"),
+], ids=["missing-checkpoint", "missing-predictor", "damaged-checkpoint", "unsafe-pickle", "checkpoint-of-another-size",
+        "checkpoint-missing-a-key", "checkpoint-with-an-extra-key"])
+def test_a_bad_weight_file_is_one_error_before_ray_starts(tmp_path, key, make, detail):
+    """Not hundreds of lines of Ray tracebacks from every stage actor: the CLI prints one error naming the file, the
+    key and what is wrong (for a checkpoint that loads but does not fit the model, the first mismatch), and exits
+    with the CLI's error code; nothing of an unsafe pickle runs."""
     inputs = tmp_path / "in"
     inputs.mkdir()
     (inputs / "a.mp4").write_bytes(b"never decoded")
@@ -110,6 +144,6 @@ def test_a_bad_weight_file_is_one_error_before_ray_starts(tmp_path, key, make):
     assert proc.returncode == 2
     assert proc.stderr.startswith("dva edit: error: ") and proc.stderr.count("error:") == 1, proc.stderr
     first = proc.stderr.splitlines()[0]
-    assert weights in first and f"`{key}`" in first
+    assert weights in first and f"`{key}`" in first and detail in first, first
     assert "Traceback" not in proc.stdout + proc.stderr and "ray" not in proc.stderr.lower()
     assert not (tmp_path / "out").exists() and not (tmp_path / "code_ran").exists()

@@ -81,7 +81,7 @@ def test_callback_sees_each_solved_step():
                                      (InversionConfig("fixed_point", 0), "inversion.iterations")])
 def test_bad_settings_name_their_key(cfg, key):
     with pytest.raises(ConfigError, match=key):
-        cfg.validate()
+        cfg.validate("inversion")
 
 
 def test_labels_tell_methods_and_settings_apart():

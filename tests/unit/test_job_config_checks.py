@@ -70,3 +70,45 @@ def test_every_job_with_a_front_end_needs_crops_at_the_model_size(tmp_path, load
 def test_aligned_classifier_images_and_edit_mode_evaluation_need_no_crop_size(tmp_path):
     assert classifier(tmp_path, "model_preset=tiny", "face.align.crop_size=48", "aligned=true").aligned
     assert evaluation(tmp_path, "model_preset=tiny", "face.align.crop_size=48", "mode=edit").mode == "edit"
+
+
+# A nested block's own checks run on load, inside every job, and name the full key.
+NESTED = [
+    ("face.track.max_gap=0", r"config key `face\.track\.max_gap` must be at least 1"),
+    ("face.mask.paste_mode=blend", r"config key `face\.mask\.paste_mode`: 'blend' is not one of feather, square"),
+    ("model.unet.dropout=1.5", r"config key `model\.unet\.dropout`: 1\.5 is not in \[0, 1\)"),
+    ("model.unet.model_channels=33", r"config key `model\.unet\.model_channels`: must be even"),
+    ("frontend.num_cpus=-1", r"config key `frontend\.num_cpus`: -1\.0 must be a finite number ≥ 0"),
+]
+
+
+@pytest.mark.parametrize("load,override,message", [
+    *[(job, o, m) for job in (edit, evaluation, preprocess, classifier) for o, m in NESTED[:4]],
+    *[(job, NESTED[4][0], NESTED[4][1]) for job in (edit, preprocess)],
+    (train, *NESTED[2]), (train, *NESTED[3]),
+    (train, "optim.ema_decay=1", r"config key `optim\.ema_decay`: 1\.0 is not in \[0, 1\)"),
+    (edit, "clip_edit.lr=0", r"config key `clip_edit\.lr`: 0\.0 must be positive"),
+    (edit, "clip_edit.inversion.iterations=0", r"config key `clip_edit\.inversion\.iterations`: 0 must be at least 1"),
+    (edit, "generate.compile_mode=fast", r"config key `generate\.compile_mode`: 'fast' is not one of"),
+    (evaluation, "methods=[ddim,edict]", r"config key `methods\[1\]\.method`: 'edict' is not one of"),
+])
+def test_a_bad_nested_value_fails_at_load_naming_its_full_key(tmp_path, load, override, message):
+    with pytest.raises(ConfigError, match=message):
+        load(tmp_path, override)
+
+
+def test_each_block_is_validated_once_children_first(tmp_path, monkeypatch):
+    """Every config block's `validate(key)` runs once per load, with its dotted key, the blocks inside a block before
+    the block itself (whose cross-block checks then see valid children)."""
+    from dva.diffusion.inversion import InversionConfig
+    from dva.face.config import FaceConfig
+    from dva.models.config import ModelConfig
+
+    keys = []
+    for block in (EditJobConfig, FaceConfig, ModelConfig, InversionConfig):
+        def recorded(self, key, own=block.validate):
+            keys.append(key)
+            own(self, key)
+        monkeypatch.setattr(block, "validate", recorded)
+    edit(tmp_path)
+    assert sorted(keys) == ["", "clip_edit.inversion", "face", "inversion", "model"] and keys[-1] == ""

@@ -357,6 +357,7 @@ def test_a_remote_checkpoint_header_is_read_in_ranges_and_a_damaged_one_fails(ca
                                                                               s3_server, s3_bucket, tiny_model):
     """The header of an s3:// checkpoint is read by ranged GETs (seen by the S3 server: moto's request recorder),
     nothing beyond it; a damaged header is a failed check, and the edit job's driver check refuses it too."""
+    import dataclasses
     import json
     import urllib.request
 
@@ -382,7 +383,7 @@ def test_a_remote_checkpoint_header_is_read_in_ranges_and_a_damaged_one_fails(ca
         assert status == "ok" and "header read (two ranged reads)" in detail and "fit model 'tiny'" in detail
         code, out, _ = run(capsys, *args, f"model.checkpoint={s3_bucket}/models/damaged.safetensors")
         with pytest.raises(MissingWeightsError, match="not a readable safetensors file"):
-            check_checkpoint(f"{s3_bucket}/models/damaged.safetensors")
+            check_checkpoint(dataclasses.replace(tiny_model.cfg, checkpoint=f"{s3_bucket}/models/damaged.safetensors"))
     finally:
         urllib.request.urlopen(urllib.request.Request(f"{recorder}/stop-recording", method="POST")).close()
     assert code == EXIT_CHECK_FAILED

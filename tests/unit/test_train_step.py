@@ -61,7 +61,7 @@ def test_zero_decay_ema_equals_raw_weights():
 
 
 def test_bad_optim_config_is_named():
-    with pytest.raises(ConfigError, match="optim.amp"):
+    with pytest.raises(ConfigError, match="config key `amp`"):  # the block alone; in a train config `optim.amp`
         merge_config(OptimConfig, [{"amp": "fp8"}])
 
 
