@@ -110,7 +110,8 @@ def checkpoint_fits(cfg: ModelConfig, key: str, with_unet: bool, held: set[str])
     fit = checkpoint_fit(cfg, key, with_unet)
     held.update(fit.held)
     how = ("reference checkpoint read memory-mapped" if fit.data_bytes is None
-           else f"header read, {megabytes(fit.data_bytes)} of tensors not loaded")
+           else f"header read ({'two ranged reads' if is_remote(str(cfg.checkpoint)) else 'locally'}), "
+                f"{megabytes(fit.data_bytes)} of tensors not loaded")
     holds = f"; holds the {', '.join(sorted(fit.held))} weights" if fit.held else ""
     return f"{cfg.checkpoint}: {how}; its {fit.tensors} trained tensors fit model {cfg.name!r}{holds}"
 

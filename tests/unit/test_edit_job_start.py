@@ -122,7 +122,7 @@ def _extra_key(tmp_path):
 
 @pytest.mark.parametrize("key,make,detail", [
     ("model.checkpoint", _missing, "does not exist"), ("face.dlib.predictor", _missing, "does not exist"),
-    ("model.checkpoint", _damaged, "not a safetensors file"), ("model.checkpoint", _unsafe_pickle, "expected"),
+    ("model.checkpoint", _damaged, "not a readable safetensors file"), ("model.checkpoint", _unsafe_pickle, "expected"),
     ("model.checkpoint", _of_another_model, "does not fit model config 'tiny' (the file was made for model config "
                                             "'demo64'): `unet."),
     ("model.checkpoint", _missing_key, "`z_face.weight` is missing from the file (missing keys: 1)"),
