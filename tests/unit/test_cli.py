@@ -233,15 +233,16 @@ def test_control_and_bidirectional_characters_are_escaped_in_the_error_line(tmp_
     assert "config key `input`: the value is not valid YAML (control characters are not allowed)" in line, line
 
 
-def test_check_names_the_objects_an_input_folder_skips(tmp_path, capsys):
-    inputs = tmp_path / "in"
-    inputs.mkdir()
+def test_check_names_the_objects_an_input_folder_skips(storage_root, tmp_path, capsys):
+    import fsspec
+
     for name in ("a.mp4", ".b.mp4", "._c.mp4"):
-        (inputs / name).write_bytes(b"never decoded")
-    dva(["check", "edit", f"input={inputs}", f"output={tmp_path / 'out'}", "random_weights=true"])
+        with fsspec.open(f"{storage_root}/{name}", "wb", auto_mkdir=True) as f:
+            f.write(b"never decoded")
+    dva(["check", "edit", f"input={storage_root}", f"output={tmp_path / 'out'}", "random_weights=true"])
     out = capsys.readouterr().out
-    assert f"1 video(s) in {inputs}" in out
-    assert "warn  input" in out and f"skipped 2 object(s) under {inputs}: '._c.mp4', '.b.mp4': a hidden name" in out
+    assert f"1 video(s) in {storage_root}" in out
+    assert "warn  input" in out and f"skipped 2 object(s) under {storage_root}: '._c.mp4', '.b.mp4': a hidden name" in out
 
 
 def test_a_jobs_failure_lines_escape_control_and_bidirectional_characters(capsys):
