@@ -101,8 +101,13 @@ def merge_config(schema: type[T], sources: Sequence[Any] = (), overrides: Sequen
         bad = [o for o in overrides if "=" not in o]
         if bad:
             raise ConfigError(f"override {bad[0]!r} is not of the form key=value")
-        if overrides:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        for override in overrides:  # one by one, so a value YAML cannot read names its key
+            try:
+                cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([override]))
+            except yaml.YAMLError as err:
+                problem = getattr(err, "problem", None) or getattr(err, "reason", None) or type(err).__name__
+                raise ConfigError(f"config key `{override.partition('=')[0]}`: the value is not valid YAML "
+                                  f"({problem}); give it in a YAML file, or in a manifest for an input") from None
         obj = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as err:
         raise ConfigError(_describe(err)) from None

@@ -6,9 +6,11 @@ fetched once into a local cache (keyed by URI, optionally checked against a SHA-
 The package reads and writes only through this module (`list_files`, `exists`, `size`, `is_folder`, `open_file`,
 `read_range`, `read_many`, `atomic_output`): every output appears at its final key whole or not at all
 (`atomic_output`: a local file is renamed over it from `<folder>/.partial/<uuid>`, an object is uploaded in one PUT
-or multipart upload), and listings skip hidden names, `.partial/` included. `output_key` turns an input's path into
-a key that cannot leave the output prefix; `redact` strips credentials from anything logged or recorded. Failures
-surface as one StorageError that names the location (credentials removed) and what to check.
+or multipart upload), and listings skip hidden names, `.partial/` included, and `.`/`..` segments (`scan_files`
+says which). `output_key` turns an input's path into a key that cannot leave the output prefix; `redact` strips
+credentials from anything logged or recorded, and `shown` is what is printed: redacted, with control and
+bidirectional characters escaped. Failures surface as one StorageError that names the location (credentials
+removed) and what to check.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import re
 import tempfile
 import time
 import unicodedata
+import urllib.parse
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -34,7 +37,11 @@ CACHE_ENV = "DVA_CACHE_DIR"
 PARTIAL_DIR = ".partial"
 
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://")
-_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.\-]*://)[^/\s@?#]+@")
+_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.\-]*://)[^/\s@?#]+@")  # as URI parsers read it: no `/` in it
+# What a user may have meant as user-info, for redaction: up to the last `@` of the URI (a secret may hold `/`, `:`
+# and `@`), when that part has a `:` or no `/`, `?`, `#` (`s3://bucket/me@home.mp4` has none)
+_LOOSE_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.\-]*://)(\S*)@")
+_USERINFO_SEPARATORS = re.compile(r"[/:@]")
 _SECRET_PARAM = re.compile(
     r"(?i)([?&;](?:x-amz-[a-z\-]+|signature|awsaccesskeyid|sig|token|access_token|security[-_]token|credential"
     r"|password|secret|api_?key)=)"
@@ -46,6 +53,7 @@ _SECRET_ENV_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|ACCESS_K
 _MIN_SECRET_LEN = 8  # shorter values ("1", "true") are not secrets, and replacing them would garble messages
 _MAX_PART_BYTES = 200  # under the usual 255-byte file-name limit, leaving room for the disambiguating hash
 _DROPPED_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Zl", "Zp"}  # controls, invisible formatting, bad bytes, line breaks
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def is_remote(uri: str) -> bool:
@@ -184,27 +192,52 @@ def check_weight_files(files: dict[str, str]) -> None:
 
 
 def redact(text, uris: Iterable[str] = ()) -> str:
-    """`text` with credentials removed: URI user-info (`s3://key:secret@bucket`), signed-URL query values
-    (Signature, X-Amz-*, token, ...), AWS access key ids, and the values of secret-looking environment variables
-    (names containing SECRET, TOKEN, PASSWORD, CREDENTIAL, ACCESS_KEY, API_KEY, PRIVATE_KEY).
-    Also the user-info of every `scheme://user:password@` in `uris`, wherever `text` repeats it without the scheme
-    (a library may quote `key:secret@bucket`, as botocore's `Invalid bucket name` does)."""
+    """`text` with credentials removed: URI user-info (`s3://key:secret@bucket`, also with `/`, `:` or `@` in the
+    secret: everything up to the URI's last `@`), signed-URL query values (Signature, X-Amz-*, token, ...), AWS
+    access key ids, and the values of secret-looking environment variables (names containing SECRET, TOKEN,
+    PASSWORD, CREDENTIAL, ACCESS_KEY, API_KEY, PRIVATE_KEY).
+    Also the user-info of every `scheme://user:password@` in `uris`, and its pieces, percent-decoded too, wherever
+    `text` repeats them without the scheme (a library may quote `key:secret@bucket`, or the part before a `/` in
+    the secret as a bucket name, as botocore's `Invalid bucket name` does)."""
     text = str(text)
     secrets = {v for k, v in os.environ.items() if _SECRET_ENV_NAME.search(k) and len(v) >= _MIN_SECRET_LEN}
     secrets |= {s for uri in uris for s in _userinfo(uri)}
     for value in sorted(secrets, key=len, reverse=True):  # longest first: no secret is left half-replaced
         text = text.replace(value, "***")
-    text = _USERINFO.sub(r"\1***@", text)
+    text = _LOOSE_USERINFO.sub(lambda m: f"{m.group(1)}***@" if _is_userinfo(m.group(2)) else m.group(0), text)
     text = _SECRET_PARAM.sub(r"\1***", text)
     return _AWS_KEY_ID.sub("***", text)
 
 
+def shown(text, uris: Iterable[str] = ()) -> str:
+    """`text` as dva prints it, in one line: `redact`ed, and every control, invisible-format, bidirectional,
+    line-break and undecodable character escaped (`\\x1b`, `\\r`, `\\n`, `\\u202e`, `\\udcff`), so a file
+    name cannot rewrite or fake a line on a terminal. Print several lines one by one through it."""
+    return "".join(_escaped(ch) for ch in redact(text, uris))
+
+
+def _escaped(ch: str) -> str:
+    if unicodedata.category(ch) not in _DROPPED_CATEGORIES:
+        return ch
+    code = ord(ch)
+    return _NAMED_ESCAPES.get(ch) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000
+                                       else f"\\U{code:08x}")
+
+
+def _is_userinfo(part: str) -> bool:
+    return ":" in part or not re.search(r"[/?#]", part)
+
+
 def _userinfo(text: str) -> list[str]:
-    """The `user:password` of every `scheme://user:password@` in `text`, and its password."""
+    """The `user:password` of every `scheme://user:password@` in `text`, percent-decoded too, and every run of its
+    pieces between `/`, `:` and `@` (the user, the password, what a parser takes for a host or a key)."""
     found = []
-    for match in _USERINFO.finditer(str(text)):
-        info = match.group(0)[len(match.group(1)):-1]
-        found += [info, info.partition(":")[2]]
+    for match in _LOOSE_USERINFO.finditer(str(text)):
+        if not _is_userinfo(match.group(2)):
+            continue
+        for info in {match.group(2), urllib.parse.unquote(match.group(2))}:
+            cuts = [0, *(m.start() for m in _USERINFO_SEPARATORS.finditer(info)), len(info)]
+            found += [info[a + (a > 0):b] for i, a in enumerate(cuts) for b in cuts[i + 1:]]
     return [s for s in found if len(s) >= 4]  # shorter ones would garble the message more than they hide
 
 
@@ -296,26 +329,43 @@ def read_range(uri: str | Path, start: int, end: int) -> bytes:
 
 
 def list_files(prefix: str | Path, suffixes: Iterable[str] | None = None) -> list[str]:
-    """Every file under `prefix` (recursively, sorted), as URIs of the same kind as `prefix` (local: paths).
+    """Every file under `prefix` (recursively, sorted), as URIs of the same kind as `prefix` (local: paths), but
+    those `scan_files` skips.
 
-    `suffixes` (case-insensitive, e.g. `(".mp4", ".mov")`) keeps only matching names. Hidden names below the prefix
-    are skipped: temporaries of unfinished writes (`.partial/`, `.x.mp4.partial-*`) and macOS debris (`._x.mp4`,
-    `.DS_Store`). A prefix that holds nothing gives []; an unreachable store or a missing bucket raises StorageError.
+    `suffixes` (case-insensitive, e.g. `(".mp4", ".mov")`) keeps only matching names. A prefix that holds nothing
+    gives []; an unreachable store or a missing bucket raises StorageError.
     """
+    return scan_files(prefix, suffixes)[0]
+
+
+SKIPPED_DOT_SEGMENT = ("a `.` or `..` segment in the key: tools that resolve paths read another object by that "
+                       "name, and its outputs could not be keyed as the input is; rename the object to include it")
+SKIPPED_HIDDEN = ("a hidden name (a dot in front: temporaries of unfinished writes, macOS `._` files); "
+                  "rename it to include it")
+
+
+def scan_files(prefix: str | Path, suffixes: Iterable[str] | None = None) -> tuple[list[str], dict[str, list[str]]]:
+    """`list_files`'s files, and the matching ones it skipped, as {why: URIs}: names with a `.` or `..` segment
+    below `prefix` (an object store allows them) and hidden names (a name below `prefix` that starts with a dot:
+    temporaries of unfinished writes, `.partial/` and `.x.mp4.partial-*`, and macOS debris, `._x.mp4`)."""
     fs, root = _fs(prefix)
     wanted = tuple(s.lower() for s in suffixes) if suffixes is not None else None
     with _reporting(prefix, "list"):
         fs.invalidate_cache(root)
         found = fs.find(root)
     root = root.rstrip("/")
-    keep = []
+    keep, skipped = [], {}
     for path in found:
-        inside = path[len(root) :] if path.startswith(root) else path
-        if any(part.startswith(".") for part in inside.split("/")):
+        if wanted is not None and not path.lower().endswith(wanted):
             continue
-        if wanted is None or path.lower().endswith(wanted):
+        inside = (path[len(root):] if path.startswith(root) else path).strip("/").split("/")
+        why = (SKIPPED_DOT_SEGMENT if {".", ".."} & set(inside) else
+               SKIPPED_HIDDEN if any(part.startswith(".") for part in inside) else None)
+        if why:
+            skipped.setdefault(why, []).append(_to_uri(fs, path))
+        else:
             keep.append(_to_uri(fs, path))
-    return sorted(keep)
+    return sorted(keep), {why: sorted(uris) for why, uris in skipped.items()}
 
 
 def read_many(uris: list[str]) -> list[bytes]:

@@ -35,7 +35,7 @@ from dva.runtime.weights import resolve_encoder
 from dva.latents import LatentStore
 from dva.runtime.manifest import read_manifest
 from dva.crops import crops_to_tensor
-from dva.storage import redact
+from dva.storage import redact, shown
 from dva.video import iter_frames
 
 Embed = Callable[[torch.Tensor], torch.Tensor]
@@ -198,7 +198,7 @@ def evaluate_edit_outputs(output_prefix: str, embed: Embed, *, crop_size: int, f
                 message = str(err) if isinstance(err, DvaError) else f"{type(err).__name__}: {err}"
                 pairs.append({**result, "status": "failed", "error": redact(message),
                               "seconds": time.perf_counter() - began})
-                log(f"FAILED {redact(row['video'])} [{row['edit']}]: {redact(message)}")
+                log(shown(f"FAILED {row['video']} [{row['edit']}]: {message}"))
                 continue
             source_embeddings = scores.source_embeddings
             face_cosines = scores.cosines[scores.face]
@@ -210,7 +210,7 @@ def evaluate_edit_outputs(output_prefix: str, embed: Embed, *, crop_size: int, f
             frames += [{"video_id": video_id, "edit_id": row["edit_id"], "frame": i, "face": bool(f),
                         "cosine": None if np.isnan(c) else float(c)}
                        for i, (f, c) in enumerate(zip(scores.face, scores.cosines))]
-            log(f"{redact(row['video'])} [{row['edit']}]: " + ", ".join(
+            log(f"{shown(row['video'])} [{row['edit']}]: " + ", ".join(
                 f"{name} {'—' if value is None else f'{value:.4g}'}"
                 for name, value in (("TL-ID", scores.tl_id), ("TG-ID", scores.tg_id), ("flicker", scores.flicker))))
     return pairs, frames

@@ -22,7 +22,7 @@ from dva.runtime.cli import EXIT_FAILED, EXIT_OK, command_parser, run_command
 from dva.runtime.cluster import configured_device
 from dva.runtime.config import RANDOM_WEIGHTS_WARNING
 from dva.runtime.eval_results import eval_prefix, write_summary, write_table
-from dva.storage import join, redact
+from dva.storage import join, redact, shown
 
 log = logging.getLogger("dva.eval")
 
@@ -64,9 +64,9 @@ def run_reconstruction(cfg: EvalConfig) -> str:
                 raise
             message = redact(str(err) if isinstance(err, DvaError) else f"{type(err).__name__}: {err}")
             rows += reconstruction.failed_rows(video, inversions, steps, message)
-            log.info("FAILED %s: %s", redact(video.uri), message)
+            log.info("FAILED %s: %s", shown(video.uri), shown(message))
             continue
-        log.info("%s: %s", redact(video.uri), ", ".join(
+        log.info("%s: %s", shown(video.uri), ", ".join(
             f"{r['inversion']} N={r['steps']} MSE {r['mse']:.4g} SSIM {r['ssim']:.3f}"
             for r in rows[-len(steps) * len(inversions):]))
     prefix = eval_prefix(cfg.output_prefix, "reconstruction")
@@ -138,10 +138,10 @@ def main(argv: Optional[list[str]] = None, preset: str = "local_tiny") -> int:
         cfg = load_eval_config(args.config, args.overrides)
         uri = run_eval(cfg)
         summary = read_summary(uri)
-        shown = summary["by_method"] if cfg.mode == "reconstruction" else {"mean": summary["mean"],
+        table = summary["by_method"] if cfg.mode == "reconstruction" else {"mean": summary["mean"],
                                                                            "by_edit": summary["by_edit"]}
-        print(json.dumps(_rounded(shown), indent=1))
-        print(f"[dva] summary: {redact(uri)}")
+        print(json.dumps(_rounded(table), indent=1))
+        print(f"[dva] summary: {shown(uri)}")
         failed = summary["counts"]["failed"]
         evaluated = summary["counts"].get("ok", summary["counts"].get("videos", 0) - failed)
         return EXIT_FAILED if failed and not evaluated else EXIT_OK

@@ -31,8 +31,8 @@ from dva.latents import LatentKey, LatentStore
 from dva.runtime.cli import command_parser, run_command
 from dva.runtime.cluster import actor_pool, init_ray, limit_threads
 from dva.runtime.manifest import JobSummary, ResultRow, completed, edit_id, write_result, write_summary
-from dva.storage import (check_weight_files, file_stamp, join, redact, remove_empty_folder, remove_prefix,
-                         sweep_partials)
+from dva.storage import (check_weight_files, file_stamp, join, remove_empty_folder, remove_prefix,
+                         shown, sweep_partials)
 
 log = logging.getLogger("dva.edit")
 ENCODE_OVERRIDES = ("edits=[]", "store_latents=true")  # `dva encode` is `dva edit` with these
@@ -112,7 +112,7 @@ def run_edit_job(cfg: EditJobConfig) -> JobSummary:
         swept = sweep_partials(cfg.output, cfg.sweep_partials_after_s)
         if swept:
             log.info("removed %d unfinished temporary file(s) older than %.0f s under %s", swept,
-                     cfg.sweep_partials_after_s, redact(cfg.output))
+                     cfg.sweep_partials_after_s, shown(cfg.output))
     from dva.pipeline.stages import latent_key
 
     # hashes the weights and every file an edit references: once, here
@@ -137,12 +137,12 @@ def _record(cfg: EditJobConfig, summary: JobSummary, row: dict) -> None:
     status = row["status"]
     if status == "ok":
         summary.ok += 1
-        print(f"[dva] done   {redact(row['video'])} [{row['edit'] or 'encode'}] → {redact(row['output'])} "
-              f"({row['frames']} frames)", flush=True)
+        print(shown(f"[dva] done   {row['video']} [{row['edit'] or 'encode'}] → {row['output']} "
+                    f"({row['frames']} frames)"), flush=True)
     else:
         summary.failed += 1
-        summary.failures.append(f"{redact(row['video'])} [{row['edit']}]: {row['error']}")
-        print(f"[dva] FAILED {redact(row['video'])} [{row['edit']}]: {row['error']}", flush=True)
+        summary.failures.append(shown(f"{row['video']} [{row['edit']}]: {row['error']}"))
+        print(f"[dva] FAILED {summary.failures[-1]}", flush=True)
         if cfg.fail_fast:
             raise DvaError(f"fail_fast: {row['video']} failed: {row['error']}")
 
@@ -182,7 +182,7 @@ class _ClipDirectionTasks:
         edits = self.clip_edits[video_id]
         if edits and video_id not in self.refs:
             t = self.tasks[video_id]
-            print(f"[dva] optimising {len(edits)} CLIP direction(s) of {redact(t['uri'])} while its frames "
+            print(f"[dva] optimising {len(edits)} CLIP direction(s) of {shown(t['uri'])} while its frames "
                   "are inverted", flush=True)
             self.refs[video_id] = self.optimise.remote(self.cfg, VideoTask(t["uri"], t["key"], video_id, edits,
                                                                            t["source"]))
@@ -364,13 +364,13 @@ def _run(cfg: EditJobConfig, tasks: list[dict], summary: JobSummary, clip_edits:
 
 def print_summary(summary: JobSummary, output: str) -> None:
     print(f"[dva] {summary.ok} ok, {summary.failed} failed, {summary.skipped} already done "
-          f"in {summary.seconds:.1f} s; manifest: {redact(summary.manifest)}")
+          f"in {summary.seconds:.1f} s; manifest: {shown(summary.manifest)}")
     if summary.frames:
         print(f"[dva] {summary.frames} face frames (a frame with two faces counts twice), "
               f"{summary.unet_calls / summary.frames:.1f} UNet calls per face frame")
     for line in summary.failures:
         print(f"[dva]   failed: {line}")
-    print(f"[dva] outputs under {redact(output)}")
+    print(f"[dva] outputs under {shown(output)}")
 
 
 def job_config_from_arguments(config: str, arguments: Sequence[str]) -> EditJobConfig:

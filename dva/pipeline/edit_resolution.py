@@ -52,7 +52,7 @@ from dva.face.tracks import identity_cosines
 from dva.frontend import VideoTask, encode_face_codes, training_masks
 from dva.runtime.cluster import on_device
 from dva.crops import crops_to_tensor
-from dva.storage import exists, join, open_file, redact, write_bytes_atomic
+from dva.storage import exists, join, open_file, redact, shown, write_bytes_atomic
 from dva.video import iter_frames
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -254,7 +254,7 @@ class EditResolver:
         except DvaError as err:
             raise DvaError(f"CLIP edit {spec}: {err}") from None
         meta = result.direction.metadata
-        log.info("%s [%s]: direction %s %s", redact(task.uri), spec, redact(result.uri),
+        log.info("%s [%s]: direction %s %s", shown(task.uri), spec, shown(result.uri),
                  "read from the cache" if result.from_cache else f"optimised in {meta.get('seconds', '?')} s")
         return result
 

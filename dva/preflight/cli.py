@@ -14,7 +14,7 @@ from dva.errors import DvaError
 from dva.preflight.jobs import JOBS
 from dva.preflight.report import FAIL, Report
 from dva.runtime.cli import command_parser, run_command
-from dva.storage import redact
+from dva.storage import shown
 
 DRY_RUN = "--dry-run"
 
@@ -29,7 +29,7 @@ def check_job(job: str, argv: Sequence[str], prog: Optional[str] = None) -> int:
         cfg = spec.load(args.config, args.overrides)
         print(f"[dva check] {job} job, config {args.config}; nothing is started, downloaded or left behind")
         print("--- resolved config (credentials redacted) ---")
-        print(redact(to_yaml(cfg)).rstrip())
+        print("\n".join(shown(line) for line in to_yaml(cfg).rstrip().splitlines()))
         report = Report()
         try:
             spec.check(cfg, report)

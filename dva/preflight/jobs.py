@@ -40,16 +40,21 @@ def _landmarker(report: Report, face):
 
 
 def _inputs(report: Report, key: str, source: str) -> Optional[list]:
-    """The job's videos (`discover_inputs`), or None after recording why they cannot be listed."""
+    """The job's videos (`discover_inputs`), or None after recording why they cannot be listed; the video files it
+    skips are a warning, named as the job names them."""
     from dva.runtime.inputs import discover_inputs
 
     found: list = []
+    skipped: list[str] = []
 
     def listed() -> str:
-        found.extend(discover_inputs(source))
+        found.extend(discover_inputs(source, skipped=skipped.append))
         return f"{len(found)} video(s) in {source}"
 
-    return found if report.step(key, listed) else None
+    ok = report.step(key, listed)
+    for line in skipped:
+        report.add(WARN, key, line)
+    return found if ok else None
 
 
 def _device(report: Report, setting: str) -> None:

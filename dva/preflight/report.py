@@ -8,7 +8,7 @@ from typing import Callable, Optional
 
 from dva.errors import DvaError, MissingWeightsError
 from dva.runtime.cli import EXIT_CHECK_FAILED, EXIT_OK
-from dva.storage import NotFetched, redact
+from dva.storage import NotFetched, redact, shown
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
@@ -47,7 +47,7 @@ class Report:
         return any(k == config_key or k.endswith("." + config_key) for k in self.missing_keys)
 
     def add(self, status: str, key: str, detail: str) -> None:
-        self.findings.append(Finding(status, key, redact(detail)))
+        self.findings.append(Finding(status, key, shown(detail)))
 
     def step(self, key: str, check: Callable[[], Optional[str]]) -> bool:
         """Run `check` (it returns what it found, or raises); record ok with that text, or FAIL with the error.
@@ -71,7 +71,7 @@ class Report:
         return True
 
     def note(self, what: str, value: str) -> None:
-        self.plan.append((what, value))
+        self.plan.append((what, shown(value)))
 
     @property
     def failures(self) -> list[Finding]:

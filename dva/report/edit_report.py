@@ -24,7 +24,7 @@ from dva.runtime.eval_results import eval_prefix, read_summary, read_table, summ
 from dva.runtime.manifest import read_manifest
 from dva.report import html
 from dva.report.media import ReportFolder, stills
-from dva.storage import exists, join, redact
+from dva.storage import exists, join, redact, shown
 
 
 def _summaries(output_prefix: str, eval_summary: str | Sequence[str] | None) -> dict[str, dict]:
@@ -305,7 +305,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         missing = missing_references(index)
         for ref in missing:
-            print(f"dva report: missing: {ref}", file=sys.stderr)
+            print(f"dva report: missing: {shown(ref)}", file=sys.stderr)
         return EXIT_FAILED if missing else EXIT_OK
 
     return run_command(parser, argv, run)

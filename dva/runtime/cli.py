@@ -24,7 +24,7 @@ import traceback
 from typing import Callable, NoReturn, Optional, Sequence
 
 from dva.errors import DvaError
-from dva.storage import redact
+from dva.storage import shown
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -65,9 +65,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, config: str, group: st
 def error_line(prog: str, err: BaseException | str, argv: Sequence[str] = ()) -> str:
     """The one line a failed command prints on stderr: `dva NAME: error: MESSAGE`, with credentials redacted:
     those `redact` finds, and the user-info of every URI on the command line `argv` wherever the message repeats
-    it (a library may quote `key:secret@bucket` without the scheme)."""
-    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())  # one line, always
-    return f"{prog}: error: {redact(text, argv)}"
+    it (a library may quote `key:secret@bucket` without the scheme), and control and bidirectional characters
+    escaped (`dva.storage.shown`)."""
+    text = " ".join(line.strip() for line in str(err).split("\n") if line.strip())  # one line, always
+    return f"{prog}: error: {shown(text, argv)}"
 
 
 def run_command(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]],
@@ -132,7 +133,7 @@ def exit_process(main: Callable[[], int]) -> NoReturn:
     except KeyboardInterrupt:
         code = 130
     except BaseException:  # noqa: BLE001 - a bug: its traceback (redacted), then the code Python would give
-        print(redact(traceback.format_exc()), file=sys.stderr, end="")
+        print("".join(shown(line) + "\n" for line in traceback.format_exc().rstrip("\n").split("\n")), file=sys.stderr, end="")
         code = EXIT_FAILED
     shutdown_ray()
     flush_output()

@@ -4,6 +4,9 @@ A manifest is a CSV (header row), Parquet or JSON-lines file with a `uri` column
 that replaces the job's edits for that video. In CSV, `edits` is `;`-separated edit specs or a JSON list; in
 Parquet and JSONL, a list of strings or such a string. Empty means "the job's edits". Relative URIs are relative to
 the manifest's folder, and output keys are taken relative to it (see `dva.storage.output_key`).
+
+A folder or prefix skips hidden names and keys with a `.` or `..` segment (`dva.storage.scan_files`), never in
+silence: one line per reason names them.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import posixpath
 from dataclasses import dataclass
+from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -23,15 +28,19 @@ from dva.storage import (
     canonical_uri,
     exists,
     is_remote,
-    list_files,
     open_file,
     output_key,
     redact,
+    scan_files,
+    shown,
     video_id,
 )
 
+log = logging.getLogger(__name__)
+
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".jsonl")
+SHOWN_SKIPPED = 5  # skipped objects named in a line; the others are counted
 
 
 @dataclass(frozen=True)
@@ -44,10 +53,13 @@ class VideoInput:
     edits: tuple[str, ...] | None = None
 
 
-def discover_inputs(source: str, suffixes: tuple[str, ...] = VIDEO_SUFFIXES) -> list[VideoInput]:
+def discover_inputs(source: str, suffixes: tuple[str, ...] = VIDEO_SUFFIXES, *,
+                    skipped: Callable[[str], object] = log.warning) -> list[VideoInput]:
     """The videos named by `source`: a folder or prefix (local or s3://), a single video, or a manifest file.
 
     Prefix inputs are sorted by URI; manifest inputs keep the manifest's order. An input listed twice is kept once.
+    Video files of a prefix that are not taken (`dva.storage.scan_files`) are named in one line per reason, given
+    to `skipped` (by default logged: jobs call this on the driver).
     Raises StorageError naming `source` when it cannot be read, holds no videos, or lists a video twice with
     different edits.
     """
@@ -57,7 +69,10 @@ def discover_inputs(source: str, suffixes: tuple[str, ...] = VIDEO_SUFFIXES) -> 
         rows = [(_resolve(uri, folder), edits) for uri, edits in _manifest_rows(source)]
         prefix = folder
     else:
-        rows = [(uri, None) for uri in list_files(source, suffixes)]
+        files, left_out = scan_files(source, suffixes)
+        for why, uris in left_out.items():
+            skipped(skipped_line(source, uris, why))
+        rows = [(uri, None) for uri in files]
         prefix = source
         if not rows:
             raise StorageError(_nothing_found(source, suffixes))
@@ -74,6 +89,14 @@ def discover_inputs(source: str, suffixes: tuple[str, ...] = VIDEO_SUFFIXES) -> 
         inputs[vid] = VideoInput(uri=uri, key=output_key(uri, prefix), video_id=vid, edits=edits)
     _check_unique_keys(source, inputs.values())
     return list(inputs.values())
+
+
+def skipped_line(source: str, uris: list[str], why: str) -> str:
+    """`skipped N object(s) under SOURCE: a, b (and K more): WHY`, each object named below `source`."""
+    root = canonical_uri(source).rstrip("/") + "/"
+    names = ", ".join(repr(canonical_uri(u).removeprefix(root)) for u in uris[:SHOWN_SKIPPED])
+    more = f" (and {len(uris) - SHOWN_SKIPPED} more)" if len(uris) > SHOWN_SKIPPED else ""
+    return shown(f"skipped {len(uris)} object(s) under {source}: {names}{more}: {why}")
 
 
 def _nothing_found(source: str, suffixes: tuple[str, ...]) -> str:

@@ -29,7 +29,7 @@ from dva.models.config import ModelConfig
 from dva.runtime.cli import EXIT_OK, command_parser, run_command
 from dva.runtime.config import check_crops_fit_model, load_job_config
 from dva.runtime.cluster import configured_device
-from dva.storage import redact, write_bytes_atomic
+from dva.storage import redact, shown, write_bytes_atomic
 
 SUFFIX = ".safetensors"
 
@@ -164,7 +164,7 @@ def main(argv: Optional[list[str]] = None, preset: str = "local_tiny") -> int:
         print(f"[dva] {c['images']} annotated images: {c['missing']} not found, {c['no_face']} without a face "
               f"(skipped); {c['train']} for training, {c['heldout']} held out")
         print(format_accuracy_table(report))
-        print(f"[dva] classifier: {redact(cfg.output)}\n[dva] accuracy: {redact(accuracy_uri(cfg.output))}")
+        print(f"[dva] classifier: {shown(cfg.output)}\n[dva] accuracy: {shown(accuracy_uri(cfg.output))}")
         return EXIT_OK
 
     return run_command(parser, argv, run)

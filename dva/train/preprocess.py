@@ -32,7 +32,7 @@ from dva.frontend import training_masks
 from dva.crops import crops_to_tensor
 from dva.runtime.cli import command_parser, run_command
 from dva.runtime.cluster import actor_pool, init_ray, limit_threads, stage_device
-from dva.storage import atomic_output, canonical_uri, join, list_files, redact
+from dva.storage import atomic_output, canonical_uri, join, list_files, shown
 from dva.train.config import PreprocessJobConfig, load_preprocess_config
 from dva.train.shards import (
     SHARDS,
@@ -140,11 +140,11 @@ def run_preprocess(cfg: PreprocessJobConfig) -> JobSummary:
             if r["status"] == "ok":
                 summary.ok += 1
                 summary.frames += int(r["frames"])
-                print(f"[dva] done   {redact(r['video'])} ({r['frames']} frames)", flush=True)
+                print(f"[dva] done   {shown(r['video'])} ({r['frames']} frames)", flush=True)
                 continue
             summary.failed += 1
-            summary.failures.append(f"{redact(r['video'])}: {r['error']}")
-            print(f"[dva] FAILED {redact(r['video'])}: {r['error']}", flush=True)
+            summary.failures.append(shown(f"{r['video']}: {r['error']}"))
+            print(f"[dva] FAILED {summary.failures[-1]}", flush=True)
             if cfg.fail_fast:
                 raise DvaError(f"fail_fast: {r['video']} failed: {r['error']}")
     summary.manifest = write_summary(cfg.output)
@@ -159,7 +159,7 @@ def main(argv: Optional[list[str]] = None, preset: str = "local_tiny") -> int:
     def run(args) -> int:
         summary = run_preprocess(load_preprocess_config(args.config, args.overrides))
         print(f"[dva] {summary.ok} ok ({summary.frames} frames), {summary.failed} failed, {summary.skipped} already "
-              f"done in {summary.seconds:.1f} s; manifest: {redact(summary.manifest)}")
+              f"done in {summary.seconds:.1f} s; manifest: {shown(summary.manifest)}")
         for line in summary.failures:
             print(f"[dva]   failed: {line}")
         return summary.exit_code

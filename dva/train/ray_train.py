@@ -30,7 +30,7 @@ from dva.precision import autocast_dtype
 from dva.runtime.cli import EXIT_OK, command_parser, run_command
 from dva.runtime.weights import check_checkpoint, load_model
 from dva.runtime.cluster import init_ray, limit_threads
-from dva.storage import canonical_uri, is_remote, redact
+from dva.storage import canonical_uri, is_remote, shown
 from dva.train.config import TrainJobConfig, load_train_config
 from dva.train.loop import TrainState, create_train_state, train_step
 from dva.train.preview import pick_preview_rows, sample_grid
@@ -91,7 +91,7 @@ def _resume(state: TrainState, rank: int, world: int) -> tuple[DataPosition, Opt
     positions = meta["data_positions"]
     position = DataPosition(**positions[rank]) if len(positions) == world else DataPosition()
     if rank == 0:
-        print(f"[dva] resumed at step {state.step} from {checkpoint.path}", flush=True)
+        print(f"[dva] resumed at step {state.step} from {shown(checkpoint.path)}", flush=True)
     ema_sum = float(sum(v.double().sum() for v in state.ema.state_dict().values()))
     return position, {"step": state.step, "ema_sum": ema_sum, "adam_steps": _adam_steps(state)}
 
@@ -205,7 +205,7 @@ def run_training(cfg: TrainJobConfig):
         datasets={"train": dataset},
     )
     log.info("training %s on %d shards with %d workers → %s/%s", cfg.model.name, len(shards),
-             cfg.scaling.num_workers, redact(storage), cfg.name)
+             cfg.scaling.num_workers, shown(storage), cfg.name)
     return trainer.fit()
 
 
@@ -219,7 +219,7 @@ def main(argv: Optional[list[str]] = None, preset: str = "tiny_cpu") -> int:
         if result.checkpoint is None:
             print("[dva] finished without a checkpoint")
             return EXIT_OK
-        where = redact(checkpoint_uri(result.checkpoint))
+        where = shown(checkpoint_uri(result.checkpoint))
         print(f"[dva] step {result.metrics.get('step')}; latest checkpoint: {where}")
         print(f"[dva] edit with: model.checkpoint={where}/dva.safetensors")
         return EXIT_OK

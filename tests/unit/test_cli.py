@@ -205,3 +205,57 @@ def test_the_process_ends_with_the_code_after_flushing_and_a_bug_is_exit_code_1(
                                f"exit_process(lambda: open('s3://{KEY_ID}:{SECRET}@b/x'))")
     assert crashed.returncode == EXIT_FAILED and "Traceback" in crashed.stderr
     assert SECRET not in crashed.stderr and KEY_ID not in crashed.stderr
+
+
+@pytest.mark.parametrize("userinfo", ["KEYMARK:abc/SECRETMARK", "KEYMARK:p@ss/SECRETMARK", "KEYMARK:abc%2FSECRETMARK",
+                                      "KEYMARK:a:b/SECRETMARK/c"])
+def test_a_secret_with_slashes_or_at_signs_is_never_printed(userinfo, s3_bucket, tmp_path, capsys):
+    bucket = s3_bucket.removeprefix("s3://")
+    uri = f"s3://{userinfo}@{bucket}/x"
+    assert dva(["edit", f"input={uri}", f"output={tmp_path / 'out'}", "random_weights=true"]) == EXIT_USAGE
+    out, err = capsys.readouterr()
+    line = one_error_line(err, "dva edit")
+    assert "KEYMARK" not in out + err and "SECRETMARK" not in out + err, line
+    assert f"s3://***@{bucket}/x" in line
+
+
+def test_control_and_bidirectional_characters_are_escaped_in_the_error_line(tmp_path, capsys):
+    """ESC, CR and U+202E in a name would rewrite the line on a terminal (here into a fake `[dva] done`)."""
+    config = tmp_path / "job.yaml"  # YAML's escapes: a command line's override cannot carry control characters
+    config.write_text(f'input: "{tmp_path}/in\\e[2K\\r[dva] done\\u202e"\noutput: "{tmp_path}/out"\n'
+                      "random_weights: true\n")
+    assert dva(["edit", "--config", str(config)]) == EXIT_USAGE
+    line = one_error_line(capsys.readouterr().err, "dva edit")
+    assert "in\\x1b[2K\\r[dva] done\\u202e does not exist" in line, line
+    assert not {"\x1b", "\r", "\u202e"} & set(line)
+    assert dva(["edit", f"input={tmp_path}/in\x1b[2K", "random_weights=true"]) == EXIT_USAGE  # one line, too
+    line = one_error_line(capsys.readouterr().err, "dva edit")
+    assert "config key `input`: the value is not valid YAML (control characters are not allowed)" in line, line
+
+
+def test_check_names_the_objects_an_input_folder_skips(storage_root, tmp_path, capsys):
+    import fsspec
+
+    for name in ("a.mp4", ".b.mp4", "._c.mp4"):
+        with fsspec.open(f"{storage_root}/{name}", "wb", auto_mkdir=True) as f:
+            f.write(b"never decoded")
+    dva(["check", "edit", f"input={storage_root}", f"output={tmp_path / 'out'}", "random_weights=true"])
+    out = capsys.readouterr().out
+    assert f"1 video(s) in {storage_root}" in out
+    assert "warn  input" in out and f"skipped 2 object(s) under {storage_root}: '._c.mp4', '.b.mp4': a hidden name" in out
+
+
+def test_a_jobs_failure_lines_escape_control_and_bidirectional_characters(capsys):
+    from dva.pipeline.config import EditJobConfig
+    from dva.pipeline.edit_job import _record, print_summary
+
+    summary = JobSummary()
+    video = "s3://b/in/x\x1b[2K\r[dva] done\u202e.mp4"
+    _record(EditJobConfig(), summary, {"status": "failed", "video": video, "edit": "identity:@a",
+                                       "error": f"cannot read {video}: gone\nnext"})
+    print_summary(summary, "s3://b/out\u202e")
+    out = capsys.readouterr().out
+    escaped = "s3://b/in/x\\x1b[2K\\r[dva] done\\u202e.mp4"
+    assert f"[dva] FAILED {escaped} [identity:@a]: cannot read {escaped}: gone\\nnext\n" in out, out
+    assert f"[dva]   failed: {escaped} [identity:@a]" in out and "outputs under s3://b/out\\u202e" in out
+    assert not {"\x1b", "\r", "\u202e"} & set(out)

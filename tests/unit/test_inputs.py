@@ -12,7 +12,7 @@ import pytest
 
 from dva.errors import StorageError
 from dva.runtime.inputs import discover_inputs
-from dva.storage import join, video_id, write_bytes_atomic
+from dva.storage import SKIPPED_HIDDEN, join, video_id, write_bytes_atomic
 
 
 def _put(root: str, *names: str) -> None:
@@ -117,3 +117,52 @@ def test_bad_manifests_say_what_to_fix(tmp_path):
         discover_inputs(str(broken))
     with pytest.raises(StorageError, match="missing.csv.*does not exist"):
         discover_inputs(str(tmp_path / "missing.csv"))
+
+
+def _put_raw(root: str, *names: str) -> None:
+    """Objects (or files) at exactly these names, `.` and `..` segments kept (an object store allows them)."""
+    for name in names:
+        fs, path = fsspec.core.url_to_fs(f"{root}/{name}")
+        if fs.protocol != "s3" and "file" in fs.protocol:
+            fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        fs.pipe_file(path, b"video")
+
+
+def test_skipped_objects_are_counted_and_named_in_one_line_per_reason(storage_root):
+    hidden = [".a.mp4", "clips/._b.mp4", ".cache/c.mp4", "clips/.partial/d.mp4", ".e.mp4", ".f.mp4"]
+    _put_raw(storage_root, "ok.mp4", "clips/ok2.mp4", ".DS_Store", "notes.txt", *hidden)
+    lines: list[str] = []
+    inputs = discover_inputs(storage_root, skipped=lines.append)
+    assert [i.key for i in inputs] == ["clips/ok2.mp4", "ok.mp4"]
+    [line] = lines  # `.DS_Store` and `notes.txt` are no videos: nothing was skipped there
+    named = sorted(hidden)[:5]
+    assert line.startswith(f"skipped 6 object(s) under {storage_root}: " + ", ".join(map(repr, named))
+                           + " (and 1 more): a hidden name"), line
+
+
+def test_keys_with_dot_segments_are_skipped_and_named_with_why(s3_bucket):
+    root = f"{s3_bucket}/in"
+    _put_raw(root, "ok.mp4", "a/../b.mp4", "a/./c.mp4", "../d.mp4", "x/.hidden.mp4")
+    lines: list[str] = []
+    assert [i.key for i in discover_inputs(root, skipped=lines.append)] == ["ok.mp4"]
+    dots = next(line for line in lines if "segment" in line)
+    assert dots.startswith(f"skipped 3 object(s) under {root}: '../d.mp4', 'a/../b.mp4', 'a/./c.mp4': "
+                           "a `.` or `..` segment in the key"), lines
+    assert "rename" in dots
+    assert any(line.startswith(f"skipped 1 object(s) under {root}: 'x/.hidden.mp4': a hidden name") for line in lines)
+
+
+def test_skipped_objects_are_logged_on_the_driver_by_default(storage_root, caplog):
+    _put_raw(storage_root, "ok.mp4", ".hidden.mp4")
+    with caplog.at_level("WARNING", logger="dva.runtime.inputs"):
+        discover_inputs(storage_root)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"skipped 1 object(s) under {storage_root}: '.hidden.mp4': " + SKIPPED_HIDDEN]
+
+
+def test_skipped_names_are_printed_escaped(tmp_path):
+    root = str(tmp_path / "in")
+    _put_raw(root, "ok.mp4", ".x\x1b[2K\r[dva] done\u202e.mp4")
+    lines: list[str] = []
+    discover_inputs(root, skipped=lines.append)
+    assert "\\x1b[2K\\r[dva] done\\u202e.mp4" in lines[0] and "\x1b" not in lines[0] and "\r" not in lines[0]

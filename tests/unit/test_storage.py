@@ -23,6 +23,7 @@ from dva.storage import (
     output_key,
     redact,
     remove_prefix,
+    shown,
     sweep_partials,
     video_id,
     write_bytes_atomic,
@@ -255,6 +256,42 @@ def test_redact_removes_uri_credentials_signatures_and_env_secrets(monkeypatch):
 def test_redact_keeps_the_character_after_a_signature(after):
     text = f"(see https://b/k.mp4?X-Amz-Signature=dead%2Fbe.ef-1{after} next"
     assert redact(text) == f"(see https://b/k.mp4?X-Amz-Signature=***{after} next"
+
+
+HOSTILE_USERINFO = [  # (URI, what must not be printed)
+    ("s3://KEYMARK:abc/SECRETMARK@bucket/x.mp4", ["KEYMARK", "SECRETMARK"]),  # a `/` in the secret (AWS secrets)
+    ("s3://KEYMARK:ab:c/SEC@RETMARK@bucket/x.mp4", ["KEYMARK", "RETMARK"]),  # `:` and `@` in the secret too
+    ("s3://KEYMARK:abc%2FSECRETMARK%40x@bucket/x.mp4", ["KEYMARK", "SECRETMARK"]),  # percent-encoded
+    ("https://KEYMARK:SECRETMARK@host:8080/a/me@home.mp4", ["KEYMARK", "SECRETMARK"]),  # an `@` after it: more hidden
+    ("s3://KEYMARK@bucket/x.mp4", ["KEYMARK"]),  # a user alone
+]
+
+
+@pytest.mark.parametrize("uri, secrets", HOSTILE_USERINFO)
+def test_redact_removes_user_info_whatever_it_holds(uri, secrets):
+    for text in (f"cannot open {uri}: gone", f"('{uri}',)", f"input={uri}"):
+        assert not [s for s in secrets if s in redact(text)], redact(text)
+        assert "://***@" in redact(text)
+
+
+def test_redact_removes_the_pieces_of_a_command_line_secret_that_a_library_quotes():
+    """botocore takes the part of `s3://KEY:abc/SECRET@bucket/x` before the `/` for a bucket name."""
+    quoted = 'Invalid bucket name "KEYMARK:abcd": no; key SECRETMARK@bucket/x.mp4; decoded abcd/SECRETMARK@x'
+    for uri in ("input=s3://KEYMARK:abcd/SECRETMARK@bucket/x.mp4", "s3://KEYMARK:abcd%2FSECRETMARK@bucket/x.mp4"):
+        text = redact(quoted, [uri])
+        assert "KEYMARK" not in text and "SECRETMARK" not in text and "abcd" not in text, text
+
+
+def test_redact_keeps_uris_without_user_info():
+    for text in ("s3://bucket/me@home.mp4", "https://host/x.mp4?email=a@b.com", "s3://b/k.mp4 by a@b"):
+        assert redact(text) == text
+
+
+def test_shown_escapes_control_and_bidirectional_characters():
+    key = "s3://b/a\x1b[2K\r[dva] done \u202ex.mp4\udcff\nnext\ttab é"
+    assert shown(key) == r"s3://b/a\x1b[2K\r[dva] done \u202ex.mp4\udcff\nnext\ttab é"
+    assert shown(shown(key)) == shown(key)  # printable text stays as it is
+    assert shown("s3://K:SECRETMARK@b/\x07") == r"s3://***@b/\x07"
 
 
 def test_storage_errors_are_redacted(s3_server, monkeypatch):
