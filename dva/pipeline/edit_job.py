@@ -61,19 +61,23 @@ def _finalize_pair(cfg: EditJobConfig, uri: str, key: str, video_id: str, edit: 
         limit_threads(cfg.writer.num_cpus)  # the face parser's share of the node
         target, frames, fps = finalize_video(cfg.output, uri, key, video_id, edit, faces, cfg.face,
                                              paste_masker(cfg.model))
-        row = ResultRow(uri, video_id, edit, "ok", frames=frames, fps=fps, seconds=time.time() - started,
-                        output=target, direction=direction.get("uri"), direction_cached=direction.get("cached"),
-                        fingerprint=fingerprint, faces=",".join(map(str, sorted(faces))),
-                        random_weights=cfg.random_weights)
+        row = _result_row(cfg, uri, video_id, edit, "ok", frames=frames, fps=fps, seconds=time.time() - started,
+                          output=target, direction=direction.get("uri"), direction_cached=direction.get("cached"),
+                          fingerprint=fingerprint, faces=",".join(map(str, sorted(faces))))
     except Exception as err:  # recorded in the manifest; the job goes on
-        row = ResultRow(uri, video_id, edit, "failed", error=f"{type(err).__name__}: {err}",
-                        seconds=time.time() - started, random_weights=cfg.random_weights)
+        row = _result_row(cfg, uri, video_id, edit, "failed", error=f"{type(err).__name__}: {err}",
+                          seconds=time.time() - started)
     write_result(cfg.output, row)
     remove_prefix(join(cfg.output, ".work", video_id, edit_id(edit)))
     remove_empty_folder(join(cfg.output, ".work", video_id))  # the video's last pair leaves no folder behind
     remove_empty_folder(join(cfg.output, ".work"))
     return {"video": row.video, "edit": row.edit, "status": row.status, "error": row.error, "frames": row.frames,
             "output": row.output}
+
+
+def _result_row(cfg: EditJobConfig, *args, **fields) -> ResultRow:
+    """A manifest row of this job: every row says whether the UNet had random weights (`random_weights`)."""
+    return ResultRow(*args, random_weights=cfg.random_weights, **fields)
 
 
 def pending_tasks(output: str, videos: Sequence[VideoInput], job_edits: Sequence[str],
@@ -150,7 +154,7 @@ def _record(cfg: EditJobConfig, summary: JobSummary, row: dict) -> None:
 def _record_failure(cfg: EditJobConfig, summary: JobSummary, uri: str, video_id: str, edits: Sequence[str],
                     error: str) -> None:
     for e in edits:
-        row = ResultRow(uri, video_id, e, "failed", error=error, random_weights=cfg.random_weights)
+        row = _result_row(cfg, uri, video_id, e, "failed", error=error)
         write_result(cfg.output, row)
         _record(cfg, summary, {"video": row.video, "edit": row.edit, "status": "failed", "error": row.error})
 
@@ -316,10 +320,10 @@ class _PassResults:
 
     def _record_encoded(self, row: dict) -> None:
         vid = row["video_id"]
-        result = ResultRow(row["uri"], vid, "", "ok", frames=int(row["num_frames"]),
-                           seconds=time.time() - self.started[vid],
-                           output=join(LatentStore(self.cfg.output, vid).root, "meta.json"),
-                           fingerprint=self.tasks[vid]["fingerprints"][""], random_weights=self.cfg.random_weights)
+        result = _result_row(self.cfg, row["uri"], vid, "", "ok", frames=int(row["num_frames"]),
+                             seconds=time.time() - self.started[vid],
+                             output=join(LatentStore(self.cfg.output, vid).root, "meta.json"),
+                             fingerprint=self.tasks[vid]["fingerprints"][""])
         write_result(self.cfg.output, result)
         _record(self.cfg, self.summary, {"video": result.video, "edit": "", "status": "ok", "frames": result.frames,
                                          "output": result.output})
